@@ -1,0 +1,159 @@
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from leads.phones import InvalidPhoneNumber, normalize_phone
+
+
+def _validate_phone(value: str) -> None:
+    try:
+        canonical = normalize_phone(value)
+    except InvalidPhoneNumber as exc:
+        raise ValidationError(str(exc)) from exc
+    if canonical != value:
+        raise ValidationError(f"store phone numbers in E.164 form ({canonical})")
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=200)
+    address = models.CharField(max_length=300, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    # {"mon": [["09:00", "18:00"]], ..., "sun": []}: opening intervals per weekday, local time.
+    business_hours = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PhoneNumber(models.Model):
+    """A number an organization answers on (the `To` of a text, the called number of a call)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="numbers")
+    e164 = models.CharField("number", max_length=16, unique=True, validators=[_validate_phone])
+    label = models.CharField(max_length=100, blank=True)
+
+    def __str__(self) -> str:
+        return self.e164
+
+
+class Lead(models.Model):
+    class Status(models.TextChoices):
+        NEW = "new"
+        CONTACTED = "contacted"
+        QUALIFIED = "qualified"
+        HOT = "hot"
+        CUSTOMER = "customer"
+        LOST = "lost"
+
+    class Sentiment(models.TextChoices):
+        POSITIVE = "positive"
+        NEUTRAL = "neutral"
+        NEGATIVE = "negative"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="leads")
+    phone = models.CharField(max_length=16, validators=[_validate_phone])
+    name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+    interest = models.JSONField(default=dict, blank=True)
+    qualification = models.JSONField(default=dict, blank=True)
+    sentiment = models.CharField(max_length=16, choices=Sentiment.choices, blank=True)
+    last_contact_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "phone"], name="lead_unique_phone_per_org"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["organization", "-last_contact_at"], name="lead_org_recent"),
+            models.Index(fields=["organization", "status"], name="lead_org_status"),
+            models.Index(fields=["-last_contact_at", "-id"], name="lead_recent"),
+            models.Index(fields=["status"], name="lead_status"),
+            models.Index(fields=["phone"], name="lead_phone"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'unknown'} ({self.phone})"
+
+
+class Conversation(models.Model):
+    class Channel(models.TextChoices):
+        VOICE = "voice"
+        SMS = "sms"
+
+    class Status(models.TextChoices):
+        INITIATED = "initiated"
+        ACTIVE = "active"
+        COMPLETED = "completed"
+        FAILED = "failed"
+
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="conversations")
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    # The provider's id (ElevenLabs conversation_id, Twilio call SID): unique when present.
+    provider_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.INITIATED)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.PositiveIntegerField(null=True, blank=True)
+    title = models.CharField(max_length=300, blank=True)
+    summary = models.TextField(blank=True)
+    classification = models.CharField(max_length=100, blank=True)
+    analysis = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider_id"],
+                condition=Q(provider_id__isnull=False),
+                name="conversation_unique_provider_id",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["lead", "-started_at"], name="conversation_lead_recent"),
+            models.Index(fields=["lead", "channel", "status"], name="conversation_lead_open"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.status} {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        CUSTOMER = "customer"
+        AGENT = "agent"
+        STAFF = "staff"
+        SYSTEM = "system"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    lead = models.ForeignKey(Lead, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    body = models.TextField()
+    # NULL, not "", when absent: the unique constraint applies only to real provider ids.
+    provider_message_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    delivery_status = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider_message_id"],
+                condition=Q(provider_message_id__isnull=False),
+                name="message_unique_provider_id",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["lead", "-created_at", "-id"], name="message_lead_recent"),
+            models.Index(fields=["conversation", "created_at"], name="message_conversation"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.body[:40]}"

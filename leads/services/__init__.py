@@ -1,0 +1,28 @@
+"""The lead domain's services: reads go through the cache gate, writes commit and then
+invalidate every cache entry they affect. Views, webhooks and commands call only these."""
+
+from leads.services.reads import (
+    call_context,
+    find_or_create_lead,
+    lead_counts,
+    lead_list,
+    organization_for_number,
+)
+from leads.services.writes import (
+    add_message,
+    complete_conversation,
+    open_conversation,
+    update_lead,
+)
+
+__all__ = [
+    "add_message",
+    "call_context",
+    "complete_conversation",
+    "find_or_create_lead",
+    "lead_counts",
+    "lead_list",
+    "open_conversation",
+    "organization_for_number",
+    "update_lead",
+]

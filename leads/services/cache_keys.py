@@ -1,0 +1,58 @@
+"""What the lead domain caches, for how long, and which entries a write to a lead affects.
+
+Namespaces:
+- org:    organization by a number it answers on        key "<number>"
+- lead:   lead by organization and phone                key "<org id>:<phone>"
+- ctx:    call context by called number and caller      key "<org number>:<phone>"
+- leads:  dashboard lead lists, every variant           group "lists"
+- counts: dashboard counters by status                  group "counts"
+"""
+
+import hashlib
+
+from django.db import transaction
+
+from leads.models import PhoneNumber
+from monitoring.cache import gate
+
+TTL = {
+    "org": 3600,
+    "lead": 3600,
+    "ctx": 3600,
+    "leads": 300,
+    "counts": 300,
+}
+LISTS_GROUP = "lists"
+COUNTS_GROUP = "counts"
+
+
+def lead_key(organization_id: int, phone: str) -> str:
+    return f"{organization_id}:{phone}"
+
+
+def context_key(org_number: str, phone: str) -> str:
+    return f"{org_number}:{phone}"
+
+
+def variant_key(**params) -> str:
+    """A short stable key for one variant of a list (any filters, any page)."""
+    text = "&".join(f"{name}={params[name]}" for name in sorted(params))
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def invalidate_lead_on_commit(organization_id: int, phone: str) -> None:
+    """After the current transaction commits, drop every entry a change to this lead (its row,
+    its conversations, its messages) can make stale: its lookup entry, its call context under
+    every number its organization answers on, and every lead list and counter."""
+
+    def invalidate() -> None:
+        numbers = PhoneNumber.objects.filter(organization_id=organization_id).values_list(
+            "e164", flat=True
+        )
+        gate.invalidate(
+            keys=[("lead", lead_key(organization_id, phone))]
+            + [("ctx", context_key(number, phone)) for number in numbers],
+            groups=[("leads", LISTS_GROUP), ("counts", COUNTS_GROUP)],
+        )
+
+    transaction.on_commit(invalidate)

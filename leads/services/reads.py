@@ -1,0 +1,160 @@
+"""Reads, every one through the cache gate."""
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max, Q
+
+from leads.models import Conversation, Lead, Message, Organization
+from leads.phones import normalize_phone
+from leads.services import cache_keys
+from leads.services.cache_keys import TTL, invalidate_lead_on_commit
+from leads.services.snapshots import lead_snapshot, message_snapshot, organization_snapshot
+from monitoring.cache import gate
+
+
+def organization_for_number(number: str) -> dict | None:
+    """The organization answering on `number` (any format), or None."""
+    number = normalize_phone(number)
+    return gate.get_or_load("org", number, lambda: _load_organization(number), TTL["org"])
+
+
+def _load_organization(number: str) -> dict | None:
+    org = Organization.objects.filter(numbers__e164=number).first()
+    return organization_snapshot(org) if org else None
+
+
+def find_or_create_lead(organization_id: int, phone: str) -> tuple[dict, bool]:
+    """The organization's lead for `phone` (any format), created if new: (lead, created)."""
+    phone = normalize_phone(phone)
+    key = cache_keys.lead_key(organization_id, phone)
+    found = gate.get_or_load("lead", key, lambda: _load_lead(organization_id, phone), TTL["lead"])
+    if found is not None:
+        return found, False
+    with transaction.atomic():
+        lead, created = Lead.objects.get_or_create(organization_id=organization_id, phone=phone)
+        if created:
+            invalidate_lead_on_commit(organization_id, phone)
+    return lead_snapshot(lead), created
+
+
+def _load_lead(organization_id: int, phone: str) -> dict | None:
+    lead = Lead.objects.filter(organization_id=organization_id, phone=phone).first()
+    return lead_snapshot(lead) if lead else None
+
+
+def call_context(org_number: str, phone: str) -> dict:
+    """Everything a call needs about the caller, as one cached bundle: the organization that
+    answers on `org_number`, the caller's lead (None if new), their last messages (oldest
+    first), the latest conversation summary and the number of conversations."""
+    org_number, phone = normalize_phone(org_number), normalize_phone(phone)
+    key = cache_keys.context_key(org_number, phone)
+    return gate.get_or_load("ctx", key, lambda: _load_call_context(org_number, phone), TTL["ctx"])
+
+
+def _load_call_context(org_number: str, phone: str) -> dict:
+    org = Organization.objects.filter(numbers__e164=org_number).first()
+    lead = Lead.objects.filter(organization=org, phone=phone).first() if org else None
+    context = {
+        "organization": organization_snapshot(org) if org else None,
+        "lead": lead_snapshot(lead) if lead else None,
+        "recent_messages": [],
+        "latest_summary": "",
+        "latest_title": "",
+        "conversation_count": 0,
+        "last_conversation_at": None,
+    }
+    if lead is None:
+        return context
+    messages = (
+        Message.objects.filter(lead=lead)
+        .select_related("conversation")
+        .order_by("-created_at", "-id")[: settings.CALL_CONTEXT_MESSAGES]
+    )
+    context["recent_messages"] = [message_snapshot(m) for m in reversed(messages)]
+    stats = Conversation.objects.filter(lead=lead).aggregate(
+        count=Count("id"), last=Max("started_at")
+    )
+    context["conversation_count"] = stats["count"]
+    context["last_conversation_at"] = stats["last"]
+    summarized = (
+        Conversation.objects.filter(lead=lead)
+        .exclude(summary="")
+        .order_by("-started_at", "-id")
+        .values("summary", "title")
+        .first()
+    )
+    if summarized:
+        context["latest_summary"] = summarized["summary"]
+        context["latest_title"] = summarized["title"]
+    return context
+
+
+def lead_list(
+    organization_id: int | None = None,
+    search: str = "",
+    status: str = "",
+    page: int = 1,
+    per_page: int = 25,
+) -> dict:
+    """One page of leads, most recently contacted first, filtered by name/phone and status."""
+    search, page, per_page = search.strip(), max(1, page), min(max(1, per_page), 200)
+    key = cache_keys.variant_key(
+        org=organization_id, search=search, status=status, page=page, per_page=per_page
+    )
+    return gate.get_or_load(
+        "leads",
+        key,
+        lambda: _load_lead_list(organization_id, search, status, page, per_page),
+        TTL["leads"],
+        group=cache_keys.LISTS_GROUP,
+    )
+
+
+def _load_lead_list(organization_id, search, status, page, per_page) -> dict:
+    leads = Lead.objects.all()
+    if organization_id is not None:
+        leads = leads.filter(organization_id=organization_id)
+    if status:
+        leads = leads.filter(status=status)
+    if search:
+        leads = leads.filter(_search_filter(search))
+    total = leads.count()
+    start = (page - 1) * per_page
+    rows = leads.order_by("-last_contact_at", "-id")[start : start + per_page]
+    return {
+        "total": total,
+        "page": page,
+        "per_page": per_page,
+        "results": [lead_snapshot(lead) for lead in rows],
+    }
+
+
+def _search_filter(search: str) -> Q:
+    """Name contains the text; or, when the text is a (partial) phone number, phone contains
+    its digits ("555-123" finds +15551230001)."""
+    by_name = Q(name__icontains=search)
+    digits = "".join(ch for ch in search if ch.isdigit())
+    if digits and not search.strip("+()-. 0123456789"):
+        return by_name | Q(phone__contains=digits)
+    return by_name
+
+
+def lead_counts(organization_id: int | None = None) -> dict:
+    """Number of leads per status, and the total."""
+    return gate.get_or_load(
+        "counts",
+        f"{organization_id or 'all'}",
+        lambda: _load_lead_counts(organization_id),
+        TTL["counts"],
+        group=cache_keys.COUNTS_GROUP,
+    )
+
+
+def _load_lead_counts(organization_id: int | None) -> dict:
+    leads = Lead.objects.all()
+    if organization_id is not None:
+        leads = leads.filter(organization_id=organization_id)
+    by_status = dict(leads.values_list("status").annotate(n=Count("id")).order_by())
+    counts = {status: by_status.get(status, 0) for status in Lead.Status.values}
+    counts["total"] = sum(by_status.values())
+    return counts

@@ -1,0 +1,108 @@
+"""Writes: each runs in a transaction and, once it commits, invalidates what it affected."""
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from leads.models import Conversation, Lead, Message
+from leads.services.cache_keys import invalidate_lead_on_commit
+
+LEAD_FIELDS = {"name", "status", "interest", "qualification", "sentiment", "last_contact_at"}
+CONVERSATION_RESULT_FIELDS = {"title", "summary", "classification", "analysis"}
+
+
+def update_lead(lead_id: int, **changes) -> Lead:
+    unknown = set(changes) - LEAD_FIELDS
+    if unknown:
+        raise TypeError(f"update_lead cannot change {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        lead = Lead.objects.select_for_update().get(pk=lead_id)
+        for name, value in changes.items():
+            setattr(lead, name, value)
+        lead.full_clean(validate_unique=False, validate_constraints=False)
+        lead.save(update_fields=[*changes, "updated_at"])
+        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+    return lead
+
+
+def open_conversation(
+    lead_id: int,
+    channel: str,
+    *,
+    provider_id: str | None = None,
+    status: str = Conversation.Status.INITIATED,
+    started_at: datetime | None = None,
+) -> Conversation:
+    with transaction.atomic():
+        lead = Lead.objects.get(pk=lead_id)
+        conversation = Conversation.objects.create(
+            lead=lead,
+            channel=channel,
+            provider_id=provider_id,
+            status=status,
+            started_at=started_at or timezone.now(),
+        )
+        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+    return conversation
+
+
+def complete_conversation(
+    conversation_id: int,
+    *,
+    ended_at: datetime | None = None,
+    duration_seconds: int | None = None,
+    status: str = Conversation.Status.COMPLETED,
+    **results,
+) -> Conversation:
+    unknown = set(results) - CONVERSATION_RESULT_FIELDS
+    if unknown:
+        raise TypeError(f"complete_conversation cannot set {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        conversation = (
+            Conversation.objects.select_for_update().select_related("lead").get(pk=conversation_id)
+        )
+        conversation.status = status
+        conversation.ended_at = ended_at or timezone.now()
+        if duration_seconds is None:
+            elapsed = conversation.ended_at - conversation.started_at
+            duration_seconds = max(0, int(elapsed.total_seconds()))
+        conversation.duration_seconds = duration_seconds
+        for name, value in results.items():
+            setattr(conversation, name, value)
+        conversation.save()
+        lead = conversation.lead
+        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+    return conversation
+
+
+def add_message(
+    conversation_id: int,
+    role: str,
+    body: str,
+    *,
+    provider_message_id: str | None = None,
+    delivery_status: str = "",
+    created_at: datetime | None = None,
+) -> Message:
+    """Append a message to a conversation; a customer's or agent's message is a contact."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_related("lead").get(pk=conversation_id)
+        lead = conversation.lead
+        message = Message.objects.create(
+            conversation=conversation,
+            lead=lead,
+            role=role,
+            body=body,
+            provider_message_id=provider_message_id,
+            delivery_status=delivery_status,
+            created_at=created_at or timezone.now(),
+        )
+        if role != Message.Role.SYSTEM and (
+            lead.last_contact_at is None or message.created_at > lead.last_contact_at
+        ):
+            Lead.objects.filter(pk=lead.pk).update(
+                last_contact_at=message.created_at, updated_at=timezone.now()
+            )
+        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+    return message

@@ -1,0 +1,63 @@
+from django import forms
+from django.contrib import admin, messages
+
+from monitoring.cache import switch
+from monitoring.models import CacheSwitch, SwitchAudit
+
+
+class CacheSwitchForm(forms.ModelForm):
+    reason = forms.CharField(max_length=500, help_text="Why: kept in the audit log.")
+
+    class Meta:
+        model = CacheSwitch
+        fields = ["enabled"]
+
+
+@admin.register(CacheSwitch)
+class CacheSwitchAdmin(admin.ModelAdmin):
+    """The switch, flipped through the same service function as the dashboard and the CLI."""
+
+    form = CacheSwitchForm
+    list_display = ["__str__", "changed_at", "changed_by", "reason"]
+    readonly_fields = ["generation", "changed_at", "changed_by"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        try:
+            switch.set_caching(
+                form.cleaned_data["enabled"],
+                actor=request.user.get_username(),
+                reason=form.cleaned_data["reason"],
+                source="admin",
+            )
+        except switch.SwitchUnavailable as exc:
+            self.message_user(request, f"Not changed: {exc}", level=messages.ERROR)
+
+
+@admin.register(SwitchAudit)
+class SwitchAuditAdmin(admin.ModelAdmin):
+    list_display = [
+        "at",
+        "actor",
+        "action",
+        "old_enabled",
+        "new_enabled",
+        "generation",
+        "source",
+        "reason",
+    ]
+    list_filter = ["action", "source"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,5 @@
+"""The cache gate: every cached read and every invalidation in opsdash goes through `gate`."""
+
+from monitoring.cache.gate import gate
+
+__all__ = ["gate"]

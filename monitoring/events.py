@@ -1,0 +1,28 @@
+"""Live-update events for the dashboard, sent to one channel-layer group."""
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+log = logging.getLogger(__name__)
+
+DASHBOARD_GROUP = "monitoring.dashboard"
+
+
+def publish(event_type: str, payload: dict) -> bool:
+    """Send an event to every open dashboard. Returns False instead of raising when the channel
+    layer is unavailable: a live update is a convenience, and the write that triggered it has
+    already committed, so no failure here may reach its caller."""
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    message = {"type": event_type.replace(".", "_"), "event": event_type, "payload": payload}
+    try:
+        async_to_sync(layer.group_send)(DASHBOARD_GROUP, message)
+    except Exception:  # any layer backend, any fault: documented fail-open point
+        log.warning(
+            "live update %s not delivered: channel layer unavailable", event_type, exc_info=True
+        )
+        return False
+    return True

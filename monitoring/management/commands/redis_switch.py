@@ -1,0 +1,50 @@
+import getpass
+
+from django.core.management.base import BaseCommand, CommandError
+
+from monitoring.cache import switch
+
+
+class Command(BaseCommand):
+    help = (
+        "Show or flip the REDIS_ENABLED runtime switch (for when the dashboard is unreachable). "
+        "Exit status 1 when the switch cannot be flipped."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("action", choices=["status", "on", "off"])
+        parser.add_argument("--reason", default="", help="why (required for on and off)")
+        parser.add_argument("--actor", default="", help="who (default: the OS user)")
+
+    def handle(self, *args, action: str, reason: str, actor: str, **options):
+        if action == "status":
+            self._print(switch.read_state())
+            return
+        if not reason.strip():
+            raise CommandError("--reason is required: say why you are flipping the switch")
+        try:
+            state = switch.set_caching(
+                action == "on",
+                actor=actor or f"{getpass.getuser()} (cli)",
+                reason=reason,
+                source="cli",
+            )
+        except switch.SwitchUnavailable as exc:
+            raise CommandError(f"cannot switch caching {action}: {exc}") from exc
+        self.stdout.write(self.style.SUCCESS(f"caching is now {'on' if state.enabled else 'off'}"))
+        self._print(state)
+
+    def _print(self, state: switch.SwitchState) -> None:
+        labels = {
+            switch.RUNTIME: "runtime (this switch governs)",
+            switch.ENVIRONMENT: "pinned off by the environment (REDIS_ENABLED=false)",
+            switch.UNCONFIGURED: "not configured (no REDIS_URL)",
+        }
+        when = state.changed_at.isoformat(timespec="seconds") if state.changed_at else "never"
+        self.stdout.write(f"caching:     {'on' if state.enabled else 'off'}")
+        self.stdout.write(f"source:      {labels[state.source]}")
+        self.stdout.write(f"stored:      {'on' if state.stored_enabled else 'off'}")
+        self.stdout.write(f"generation:  {state.generation}")
+        self.stdout.write(
+            f"last change: {when} by {state.changed_by or '-'} ({state.reason or '-'})"
+        )

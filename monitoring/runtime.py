@@ -1,0 +1,56 @@
+"""What a served app runs beside its requests: the switch refresher (and, later, the metrics
+flusher and the alert evaluator). Started once per process by opsdash.asgi."""
+
+import logging
+import threading
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from monitoring.cache import switch
+
+log = logging.getLogger(__name__)
+_started = threading.Lock()
+_refresher: switch.SwitchRefresher | None = None
+
+
+def start() -> None:
+    global _refresher
+    if not _started.acquire(blocking=False):
+        return
+    try:
+        state = switch.view.refresh()
+    except DatabaseError:
+        log.error("start-up: database unreachable; the switch will be read once it answers")
+        state = None
+    _refresher = switch.SwitchRefresher(switch.view)
+    _refresher.start()
+    log.warning("opsdash started: %s", describe_setup(state))
+
+
+def describe_setup(state: switch.SwitchState | None) -> str:
+    database = "PostgreSQL (psycopg pool)" if settings.DATABASE_IS_POSTGRES else "SQLite"
+    layer = "Redis (channels_redis)" if settings.CHANNEL_REDIS_URL else "in-memory (one process)"
+    return f"database: {database}; channel layer: {layer}; cache: {describe_cache(state)}"
+
+
+def describe_cache(state: switch.SwitchState | None) -> str:
+    if not settings.REDIS_URL:
+        return "no Redis configured, caching off"
+    where = "embedded redis-server" if settings.REDIS_EMBEDDED else masked_url(settings.REDIS_URL)
+    if state is None:
+        return f"Redis at {where}, switch state unknown"
+    if state.source == switch.ENVIRONMENT:
+        return f"Redis at {where}, caching pinned off by REDIS_ENABLED=false"
+    caching = "on" if state.enabled else "off"
+    return f"Redis at {where}, caching {caching} (generation {state.generation})"
+
+
+def masked_url(url: str) -> str:
+    """The URL without its password, fit for logs and pages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

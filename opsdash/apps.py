@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.core.checks import Tags, register
+
+
+class OpsdashConfig(AppConfig):
+    name = "opsdash"
+    verbose_name = "opsdash"
+
+    def ready(self) -> None:
+        from opsdash import checks
+
+        register(checks.check_security, Tags.security, deploy=False)
+        register(checks.check_redis, Tags.caches)
+        register(checks.check_deployment, Tags.database)

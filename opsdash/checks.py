@@ -1,0 +1,80 @@
+"""Misconfiguration reported as system checks (`manage.py check`), each with an id and a hint."""
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, Warning
+
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
+
+
+def check_security(app_configs=None, **kwargs) -> list:
+    problems = []
+    if not settings.DEBUG and settings.SECRET_KEY == settings.DEFAULT_SECRET_KEY:
+        problems.append(
+            Error(
+                "DEBUG is off but SECRET_KEY is the built-in default.",
+                hint="Set SECRET_KEY to a long random value (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(50))').",
+                id="opsdash.E001",
+            )
+        )
+    if not settings.DEBUG and not settings.PUBLIC_BASE_URL.startswith("https://"):
+        problems.append(
+            Warning(
+                f"PUBLIC_BASE_URL is {settings.PUBLIC_BASE_URL!r}, not https.",
+                hint="Twilio signs the public https URL; set PUBLIC_BASE_URL to it.",
+                id="opsdash.W007",
+            )
+        )
+    return problems
+
+
+def check_redis(app_configs=None, **kwargs) -> list:
+    problems = []
+    if settings.REDIS_ENABLED is True and not settings.REDIS_URL:
+        problems.append(
+            Error(
+                "REDIS_ENABLED=true but REDIS_URL is not set.",
+                hint="Set REDIS_URL (redis:// or rediss://), or unset REDIS_ENABLED.",
+                id="opsdash.E002",
+            )
+        )
+    if settings.REDIS_URL and urlsplit(settings.REDIS_URL).scheme not in REDIS_SCHEMES:
+        problems.append(
+            Error(
+                f"REDIS_URL has the scheme {urlsplit(settings.REDIS_URL).scheme!r}.",
+                hint="Use redis:// (plain), rediss:// (TLS, certificate verified) or unix://.",
+                id="opsdash.E003",
+            )
+        )
+    slowest = max(settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT)
+    if slowest > 1:
+        problems.append(
+            Warning(
+                f"A Redis timeout is {slowest} s: a hung Redis would stall requests that long.",
+                hint="Keep REDIS_SOCKET_TIMEOUT and REDIS_CONNECT_TIMEOUT in tens of milliseconds.",
+                id="opsdash.W004",
+            )
+        )
+    if settings.REDIS_URL and settings.CHANNEL_REDIS_URL == settings.REDIS_URL:
+        problems.append(
+            Warning(
+                "The channel layer uses the cache Redis: one outage stops both.",
+                hint="Point CHANNEL_REDIS_URL at a separate Redis (or another database).",
+                id="opsdash.W005",
+            )
+        )
+    return problems
+
+
+def check_deployment(app_configs=None, **kwargs) -> list:
+    if settings.DEBUG or settings.DATABASE_IS_POSTGRES:
+        return []
+    return [
+        Warning(
+            "DEBUG is off but the database is SQLite.",
+            hint="Set DATABASE_URL to PostgreSQL for a deployment (postgres://user:pass@host/db).",
+            id="opsdash.W006",
+        )
+    ]

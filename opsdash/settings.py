@@ -1,0 +1,228 @@
+"""opsdash settings: the only module that reads the environment.
+
+Every variable is documented in README.md ("Configuration"). With nothing set, opsdash runs on one
+machine: SQLite under ./var, the in-memory channel layer, and the private Redis that
+`manage.py serve` starts (or no Redis at all).
+"""
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _strict_bool(name: str, default: bool | None) -> bool | None:
+    """A boolean that refuses anything but an explicit true/false word ("flase" is an error)."""
+    raw = env.str(name, default="").strip().lower()
+    if raw == "":
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: use true or false")
+
+
+def _positive_float(name: str, default: float) -> float:
+    value = env.float(name, default=default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, got {value}")
+    return value
+
+
+# --- core -----------------------------------------------------------------------------------
+
+DEFAULT_SECRET_KEY = "opsdash-insecure-default-key-for-local-use-only"
+DEBUG = _strict_bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default=DEFAULT_SECRET_KEY)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://localhost:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "opsdash",
+    "monitoring",
+    "leads",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "opsdash.urls"
+ASGI_APPLICATION = "opsdash.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- database -------------------------------------------------------------------------------
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+}
+DATABASE_IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+# Under ASGI every request may run on a different thread; a persistent connection per thread
+# leaks connections, so connections are borrowed from psycopg's pool instead.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+if DATABASE_IS_POSTGRES:
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=10),
+        "timeout": _positive_float("DATABASE_POOL_TIMEOUT", default=5.0),
+    }
+    DATABASES["default"]["OPTIONS"]["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", 3)
+    DATABASES["default"]["TEST"] = {
+        "NAME": env.str("DATABASE_TEST_NAME", default=f"test_{DATABASES['default']['NAME']}"),
+    }
+else:
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+    # A file, not memory, so that a test's subprocess can open the same test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+
+# --- Redis cache ----------------------------------------------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="") or None
+# Set by `manage.py serve` for the private redis-server it starts; only used in messages.
+REDIS_EMBEDDED = _strict_bool("REDIS_EMBEDDED", default=False)
+# None: not pinned, the runtime switch governs. False: pinned off (the emergency lever).
+# True: the runtime switch governs, and a missing REDIS_URL is a configuration error.
+REDIS_ENABLED = _strict_bool("REDIS_ENABLED", default=None)
+REDIS_SOCKET_TIMEOUT = _positive_float("REDIS_SOCKET_TIMEOUT", default=0.05)
+REDIS_CONNECT_TIMEOUT = _positive_float("REDIS_CONNECT_TIMEOUT", default=0.05)
+REDIS_TLS_CA_FILE = env.str("REDIS_TLS_CA_FILE", default="") or None
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
+REDIS_BREAKER_FAILURES = env.int("REDIS_BREAKER_FAILURES", default=3)
+REDIS_BREAKER_COOLDOWN = _positive_float("REDIS_BREAKER_COOLDOWN", default=5.0)
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="opsdash")
+CACHE_DEFAULT_TTL = env.int("CACHE_DEFAULT_TTL", default=3600)
+# How often each process re-reads the switch row, so a flip reaches it even if a broadcast is lost.
+SWITCH_REFRESH_SECONDS = _positive_float("SWITCH_REFRESH_SECONDS", default=0.5)
+
+
+def _redis_pool_kwargs(url: str | None) -> dict:
+    kwargs = {"max_connections": REDIS_MAX_CONNECTIONS}
+    if url and urlsplit(url).scheme == "rediss":
+        kwargs["ssl_cert_reqs"] = "required"
+        kwargs["ssl_check_hostname"] = True
+        if REDIS_TLS_CA_FILE:
+            kwargs["ssl_ca_certs"] = REDIS_TLS_CA_FILE
+    return kwargs
+
+
+def redis_cache_config(
+    url: str,
+    socket_timeout: float = REDIS_SOCKET_TIMEOUT,
+    connect_timeout: float = REDIS_CONNECT_TIMEOUT,
+) -> dict:
+    """The django-redis cache the gate uses, for `url` (tests build throwaway ones with it)."""
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": url,
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": connect_timeout,
+            "SOCKET_TIMEOUT": socket_timeout,
+            "CONNECTION_POOL_KWARGS": _redis_pool_kwargs(url),
+        },
+    }
+
+
+CACHES = {
+    # Django's own cache (unused by the gate); Redis is reached only through monitoring.cache.
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+if REDIS_URL:
+    CACHES["redis"] = redis_cache_config(REDIS_URL)
+
+# --- channel layer --------------------------------------------------------------------------
+
+CHANNEL_REDIS_URL = env.str("CHANNEL_REDIS_URL", default="") or None
+if CHANNEL_REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [CHANNEL_REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- domain ---------------------------------------------------------------------------------
+
+# Country calling code assumed for numbers written without one ("555 123 4567").
+PHONE_DEFAULT_COUNTRY_CODE = env.str("PHONE_DEFAULT_COUNTRY_CODE", default="1")
+CALL_CONTEXT_MESSAGES = env.int("CALL_CONTEXT_MESSAGES", default=10)
+
+# --- logging --------------------------------------------------------------------------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "opsdash": {"level": LOG_LEVEL},
+        "monitoring": {"level": LOG_LEVEL},
+        "leads": {"level": LOG_LEVEL},
+    },
+}
+
+
+def environment_with(**overrides: str) -> dict[str, str]:
+    """This process's environment plus `overrides`, for a child process (`manage.py serve`)."""
+    import os
+
+    return {**os.environ, **overrides}
+
+
+if not DATABASE_IS_POSTGRES and DATABASES["default"]["NAME"].startswith(str(VAR_DIR)):
+    VAR_DIR.mkdir(exist_ok=True)

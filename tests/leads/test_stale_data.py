@@ -1,0 +1,155 @@
+"""The three ways stale data creeps in (DESIGN.md), each reproduced and shown not to."""
+
+import threading
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from leads import services
+from leads.models import Lead
+from leads.services import reads
+from monitoring.cache import gate
+from monitoring.models import SwitchAudit
+from tests.conftest import turn_caching, using_redis
+from tests.factories import CALLER, ORG_NUMBER, make_org
+from tests.redis_servers import RedisServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def cached_name() -> str:
+    return services.call_context(ORG_NUMBER, CALLER)["lead"]["name"]
+
+
+def warm_lead(name: str = "Before") -> dict:
+    org = make_org()
+    lead, _ = services.find_or_create_lead(org.id, CALLER)
+    services.update_lead(lead["id"], name=name)
+    assert cached_name() == name
+    assert gate.stats.snapshot()["ctx"]["stores"] == 1
+    return lead
+
+
+def test_it_reads_an_update_made_while_caching_was_off(shared_redis):
+    turn_caching(True)
+    lead = warm_lead()
+    turn_caching(False)
+    # A write that never invalidated (as a process that missed the flip might): only the
+    # generation bump on enabling can keep the old entry from being served.
+    Lead.objects.filter(pk=lead["id"]).update(name="After")
+    generation = gate.switch.current().generation
+    turn_caching(True)
+    assert gate.switch.current().generation == generation + 1
+    assert cached_name() == "After"
+
+
+def test_it_reads_a_service_update_made_while_caching_was_off(shared_redis):
+    turn_caching(True)
+    lead = warm_lead()
+    turn_caching(False)
+    services.update_lead(lead["id"], name="After")
+    turn_caching(True)
+    assert cached_name() == "After"
+
+
+@pytest.fixture
+def persistent_redis():
+    """A private Redis that keeps its data across a stop and start (append-only file), so an
+    entry cached before an outage is still there after it."""
+    server = RedisServer(persistent=True).start()
+    with using_redis(server.url), override_settings(REDIS_BREAKER_COOLDOWN=0.2):
+        turn_caching(True)
+        yield server
+    server.close()
+
+
+def old_entry_survived(server: RedisServer, prefix: str, generation: int) -> bool:
+    key = f"{prefix}:{generation}:v:ctx:{ORG_NUMBER}:{CALLER}"
+    return server.client().exists(key) == 1
+
+
+def wait_past_cooldown() -> None:
+    threading.Event().wait(0.3)
+
+
+def test_it_reads_an_update_made_while_redis_was_stopped(persistent_redis, cache_prefix):
+    lead = warm_lead()
+    generation = gate.switch.current().generation
+    persistent_redis.stop()
+    for _ in range(3):  # trip the breaker: from here on, invalidations are skipped
+        services.call_context(ORG_NUMBER, "+15559990000")
+    assert gate.breaker.state == "open"
+    Lead.objects.filter(pk=lead["id"]).update(name="After")
+    services.update_lead(lead["id"], sentiment="positive")
+    persistent_redis.start()
+    assert old_entry_survived(persistent_redis, cache_prefix, generation)
+    wait_past_cooldown()
+    assert cached_name() == "After"
+    assert gate.breaker.state == "closed"
+    assert SwitchAudit.objects.filter(action="recover", actor="system").count() == 1
+
+
+def test_it_reads_an_update_whose_invalidation_failed(persistent_redis, cache_prefix):
+    lead = warm_lead()
+    generation = gate.switch.current().generation
+    persistent_redis.stop()
+    services.update_lead(lead["id"], name="After")  # its invalidation fails: Redis is down
+    assert SwitchAudit.objects.filter(action="lost").count() == 1
+    persistent_redis.start()
+    assert old_entry_survived(persistent_redis, cache_prefix, generation)
+    wait_past_cooldown()
+    assert cached_name() == "After"
+
+
+def test_it_reads_an_update_made_while_redis_hung(persistent_redis, cache_prefix):
+    lead = warm_lead()
+    generation = gate.switch.current().generation
+    persistent_redis.hang()
+    services.call_context(ORG_NUMBER, "+15559990000")  # one timeout opens the breaker
+    assert gate.breaker.state == "open"
+    Lead.objects.filter(pk=lead["id"]).update(name="After")
+    persistent_redis.resume()
+    assert old_entry_survived(persistent_redis, cache_prefix, generation)
+    wait_past_cooldown()
+    assert cached_name() == "After"
+
+
+def test_it_does_not_store_a_row_read_before_a_write_committed(shared_redis, monkeypatch):
+    """The read-populate race, made deterministic: the reader is paused between its database
+    read and its cache store while a writer commits and invalidates."""
+    turn_caching(True)
+    org = make_org()
+    lead, _ = services.find_or_create_lead(org.id, CALLER)
+    services.update_lead(lead["id"], name="Before")
+    loaded, resume = threading.Event(), threading.Event()
+    real_loader = reads._load_call_context
+
+    def paused_loader(org_number, phone):
+        context = real_loader(org_number, phone)
+        loaded.set()
+        assert resume.wait(10)
+        return context
+
+    monkeypatch.setattr(reads, "_load_call_context", paused_loader)
+    seen = {}
+
+    def reader():
+        try:
+            seen["name"] = cached_name()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert loaded.wait(10)
+    services.update_lead(lead["id"], name="After")  # commits, then invalidates
+    resume.set()
+    thread.join(10)
+    monkeypatch.setattr(reads, "_load_call_context", real_loader)
+
+    assert seen["name"] == "Before"  # the reader answered with what it read: that is fine
+    assert gate.stats.snapshot()["ctx"]["stale_stores_refused"] == 1  # but did not store it
+    assert cached_name() == "After"
+    assert cached_name() == "After"
+    assert gate.stats.snapshot()["ctx"]["hits"] == 1

