@@ -15,9 +15,9 @@ from opsdash.settings import redis_cache_config
 from tests.redis_servers import RedisServer, redis_server_binary
 
 # Tests read the environment only for this: whether a missing service fails the run.
-REQUIRE_SERVICES = os.environ.get("CI", "").lower() == "true" or os.environ.get(
-    "OPSDASH_REQUIRE_SERVICES"
-) == "1"
+REQUIRE_SERVICES = (
+    os.environ.get("CI", "").lower() == "true" or os.environ.get("OPSDASH_REQUIRE_SERVICES") == "1"
+)
 
 
 def missing_service(reason: str) -> None:

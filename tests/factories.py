@@ -9,7 +9,9 @@ ORG_NUMBER = "+15550000001"
 CALLER = "+15551230001"
 
 
-def make_org(name: str = "Pedal Bikes", number: str = ORG_NUMBER, *more_numbers: str) -> Organization:
+def make_org(
+    name: str = "Pedal Bikes", number: str = ORG_NUMBER, *more_numbers: str
+) -> Organization:
     org = Organization.objects.create(
         name=name,
         address="1 Main St, Springfield",

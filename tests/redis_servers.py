@@ -40,6 +40,7 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="opsdash-redis-"))
         self.process: subprocess.Popen | None = None
         self.paused = False
+        self._admin: redis.Redis | None = None
 
     @property
     def url(self) -> str:
@@ -49,8 +50,19 @@ class RedisServer:
         binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("no redis-server binary")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log")]
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.dir),
+            "--logfile",
+            str(self.dir / "redis.log"),
+        ]
         if self.persistent:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
@@ -82,6 +94,7 @@ class RedisServer:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=10)
         self.process = None
+        self._admin = None
 
     def hang(self) -> None:
         """SIGSTOP: Redis hung (connections accepted, nothing answered)."""
@@ -94,9 +107,12 @@ class RedisServer:
 
     def command_calls(self) -> dict[str, int]:
         """Calls per command since start (INFO commandstats), the INFO calls themselves excluded."""
-        stats = self.client().info("commandstats")
+        if self._admin is None:
+            self._admin = self.client()
+        stats = self._admin.info("commandstats")
         calls = {name.removeprefix("cmdstat_"): row["calls"] for name, row in stats.items()}
-        calls.pop("info", None)
+        for own in ("info", "hello", "client|setinfo"):  # this method's connection, not the app's
+            calls.pop(own, None)
         return calls
 
     def close(self) -> None:

@@ -22,8 +22,9 @@ def cache_mode(mode: str, shared_url: str):
         return
     server = RedisServer().start()
     try:
-        with using_redis(server.url, socket_timeout=HUNG_SOCKET_TIMEOUT), override_settings(
-            REDIS_BREAKER_COOLDOWN=60
+        with (
+            using_redis(server.url, socket_timeout=HUNG_SOCKET_TIMEOUT),
+            override_settings(REDIS_BREAKER_COOLDOWN=60),
         ):
             turn_caching(True)
             server.stop() if mode == "stopped" else server.hang()

@@ -147,7 +147,13 @@ def test_it_counts_leads_by_status(mode):
         services.update_lead(lead["id"], status=status)
     counts = services.lead_counts(org.id)
     assert counts == {
-        "new": 1, "contacted": 0, "qualified": 0, "hot": 2, "customer": 0, "lost": 1, "total": 4
+        "new": 1,
+        "contacted": 0,
+        "qualified": 0,
+        "hot": 2,
+        "customer": 0,
+        "lost": 1,
+        "total": 4,
     }
 
 

@@ -1,0 +1,118 @@
+"""Exact costs: SQL queries (assertNumQueries) and Redis commands (the server's own
+INFO commandstats on a private redis-server, so nothing else is counted)."""
+
+import pytest
+from django.test import override_settings
+
+from leads import services
+from monitoring.cache import gate
+from tests.conftest import turn_caching
+from tests.factories import CALLER, ORG_NUMBER, at, make_org
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Queries of a cold call context for a known caller: organization, lead, messages,
+# conversation count and last start, latest summary.
+COLD_CONTEXT_QUERIES = 5
+
+
+@pytest.fixture
+def caller(redis_server):
+    # A refresh interval longer than any test, so the switch is never re-read inside a count.
+    with override_settings(SWITCH_REFRESH_SECONDS=3600):
+        turn_caching(True)
+        org = make_org()
+        lead, _ = services.find_or_create_lead(org.id, CALLER)
+        call = services.open_conversation(lead["id"], "voice", started_at=at(0))
+        for n in range(12):
+            services.add_message(call.id, "customer", f"message {n}", created_at=at(n))
+        services.complete_conversation(call.id, ended_at=at(20), summary="Wants a cargo bike.")
+        # Load the Lua scripts once, so counts below are of steady-state commands.
+        services.call_context(ORG_NUMBER, "+15559990000")
+        yield lead
+
+
+# Redis counts the commands a Lua script runs as well; these run only inside the gate's scripts.
+SCRIPT_INTERNAL = {"get", "set", "sadd", "expire", "incr", "del", "smembers"}
+
+
+def round_trips(commands: dict[str, int]) -> dict[str, int]:
+    return {name: n for name, n in commands.items() if name not in SCRIPT_INTERNAL}
+
+
+def commands_during(server, action) -> dict[str, int]:
+    before = server.command_calls()
+    action()
+    after = server.command_calls()
+    return {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if after[name] != before.get(name, 0)
+    }
+
+
+def test_it_reads_a_warm_call_context_with_no_sql_and_one_redis_command(
+    caller, redis_server, django_assert_num_queries
+):
+    services.call_context(ORG_NUMBER, CALLER)
+    with django_assert_num_queries(0):
+        commands = commands_during(redis_server, lambda: services.call_context(ORG_NUMBER, CALLER))
+    assert commands == {"mget": 1}
+
+
+def test_it_reads_a_cold_call_context_with_a_fixed_number_of_queries(
+    caller, redis_server, django_assert_num_queries
+):
+    with django_assert_num_queries(COLD_CONTEXT_QUERIES):
+        commands = commands_during(redis_server, lambda: services.call_context(ORG_NUMBER, CALLER))
+    # Two round trips: the lookup, and the guarded store (a GET of the token and a SET in Lua).
+    assert commands == {"mget": 1, "evalsha": 1, "get": 1, "set": 1}
+
+
+def test_it_reads_an_unknown_callers_context_with_two_queries(
+    caller, redis_server, django_assert_num_queries
+):
+    with django_assert_num_queries(2):
+        services.call_context(ORG_NUMBER, "+15559990001")
+
+
+def test_it_invalidates_a_write_in_one_redis_command(caller, redis_server):
+    call_id = services.open_conversation(caller["id"], "sms", started_at=at(30)).id
+    commands = commands_during(
+        redis_server, lambda: services.add_message(call_id, "customer", "hi", created_at=at(31))
+    )
+    assert round_trips(commands) == {"evalsha": 1}
+    # Inside it: the lead entry, its context and the two list groups, each token advanced.
+    assert commands["incr"] == 4
+
+
+def test_it_sends_nothing_to_redis_while_switched_off(
+    caller, redis_server, django_assert_num_queries
+):
+    turn_caching(False)
+    with django_assert_num_queries(COLD_CONTEXT_QUERIES):
+        commands = commands_during(redis_server, lambda: services.call_context(ORG_NUMBER, CALLER))
+    assert commands == {}
+
+
+def test_it_sends_nothing_to_redis_when_the_environment_pins_caching_off(caller, redis_server):
+    with override_settings(REDIS_ENABLED=False, SWITCH_REFRESH_SECONDS=3600):
+        assert gate.switch.current().enabled is False
+        commands = commands_during(
+            redis_server,
+            lambda: (
+                services.call_context(ORG_NUMBER, CALLER),
+                services.update_lead(caller["id"], name="Pinned"),
+            ),
+        )
+    assert commands == {}
+
+
+def test_it_sends_nothing_to_redis_while_the_breaker_is_open(
+    caller, redis_server, django_assert_num_queries
+):
+    gate.breaker.record_failure(hard=True)
+    with django_assert_num_queries(COLD_CONTEXT_QUERIES):
+        commands = commands_during(redis_server, lambda: services.call_context(ORG_NUMBER, CALLER))
+    assert commands == {}
+    assert gate.stats.snapshot()["ctx"]["bypassed"] == 1
