@@ -4,8 +4,11 @@ import re
 
 from django.conf import settings
 
-_ALLOWED = re.compile(r"^\+?[\d\s().\-/]+$")
-_EXTENSION = re.compile(r"\s*(?:ext\.?|x|#)\s*\d+$", re.IGNORECASE)
+# ASCII digits only: str.isdigit and \d accept other scripts' digits, which E.164 does not.
+_ALLOWED = re.compile(r"^\+?[0-9\s().\-/]+$", re.ASCII)
+_EXTENSION = re.compile(r"\s*(?:ext\.?|x|#)\s*[0-9]+$", re.IGNORECASE)
+# "+49 (0)30 ...": the national trunk prefix written after the country code, not dialled.
+_TRUNK_IN_PARENTHESES = re.compile(r"^(\+[0-9]{1,3})\s*\(0\)")
 MIN_DIGITS = 8  # country code + the shortest national numbers in use
 MAX_DIGITS = 15  # the E.164 limit
 
@@ -25,14 +28,17 @@ def normalize_phone(raw: str, default_country_code: str | None = None) -> str:
         raise InvalidPhoneNumber("the phone number is empty")
     if not _ALLOWED.match(text) or "+" in text[1:]:
         raise InvalidPhoneNumber(f"{raw!r} contains characters a phone number cannot have")
-    digits = re.sub(r"\D", "", text)
-    country = default_country_code or settings.PHONE_DEFAULT_COUNTRY_CODE
+    text = _TRUNK_IN_PARENTHESES.sub(r"\1", text)
+    digits = re.sub(r"[^0-9]", "", text)
+    if not digits:
+        raise InvalidPhoneNumber(f"{raw!r} has no digits")
+    country = (default_country_code or settings.PHONE_DEFAULT_COUNTRY_CODE).lstrip("+")
     if text.startswith("+"):
         international = digits
     elif digits.startswith("00"):
         international = digits[2:]
     else:
-        international = _national_to_international(digits, country)
+        international = _national_to_international(raw, digits, country)
     if international.startswith("0"):
         raise InvalidPhoneNumber(f"{raw!r} has no valid country code")
     if not MIN_DIGITS <= len(international) <= MAX_DIGITS:
@@ -43,13 +49,13 @@ def normalize_phone(raw: str, default_country_code: str | None = None) -> str:
     return "+" + international
 
 
-def _national_to_international(digits: str, country: str) -> str:
+def _national_to_international(raw: str, digits: str, country: str) -> str:
     if country == "1":
         # North American numbering: ten digits, optionally after the trunk prefix 1.
         if len(digits) == 11 and digits.startswith("1"):
             digits = digits[1:]
         if len(digits) != 10 or digits[0] in "01":
-            raise InvalidPhoneNumber(f"{digits} is not a valid North American number")
+            raise InvalidPhoneNumber(f"{raw!r} is not a valid North American number")
         return "1" + digits
     # Elsewhere a national number starts with the trunk prefix 0, which E.164 drops.
     return country + digits.removeprefix("0")

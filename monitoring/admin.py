@@ -1,5 +1,5 @@
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from monitoring.cache import switch
 from monitoring.models import CacheSwitch, SwitchAudit
@@ -11,6 +11,13 @@ class CacheSwitchForm(forms.ModelForm):
     class Meta:
         model = CacheSwitch
         fields = ["enabled"]
+
+    def clean(self):
+        if switch.environment_source() != switch.RUNTIME:
+            raise forms.ValidationError(
+                f"The switch cannot be flipped: {switch.why_unavailable()}."
+            )
+        return super().clean()
 
 
 @admin.register(CacheSwitch)
@@ -28,15 +35,12 @@ class CacheSwitchAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        try:
-            switch.set_caching(
-                form.cleaned_data["enabled"],
-                actor=request.user.get_username(),
-                reason=form.cleaned_data["reason"],
-                source="admin",
-            )
-        except switch.SwitchUnavailable as exc:
-            self.message_user(request, f"Not changed: {exc}", level=messages.ERROR)
+        switch.set_caching(
+            form.cleaned_data["enabled"],
+            actor=request.user.get_username(),
+            reason=form.cleaned_data["reason"],
+            source="admin",
+        )
 
 
 @admin.register(SwitchAudit)

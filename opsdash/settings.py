@@ -197,7 +197,11 @@ else:
 # --- domain ---------------------------------------------------------------------------------
 
 # Country calling code assumed for numbers written without one ("555 123 4567").
-PHONE_DEFAULT_COUNTRY_CODE = env.str("PHONE_DEFAULT_COUNTRY_CODE", default="1")
+PHONE_DEFAULT_COUNTRY_CODE = env.str("PHONE_DEFAULT_COUNTRY_CODE", default="1").lstrip("+")
+if not (PHONE_DEFAULT_COUNTRY_CODE.isascii() and PHONE_DEFAULT_COUNTRY_CODE.isdigit()):
+    raise ImproperlyConfigured(
+        "PHONE_DEFAULT_COUNTRY_CODE must be a country calling code, e.g. 1 or 44"
+    )
 CALL_CONTEXT_MESSAGES = env.int("CALL_CONTEXT_MESSAGES", default=10)
 
 # --- logging --------------------------------------------------------------------------------

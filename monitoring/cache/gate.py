@@ -85,7 +85,7 @@ class CacheGate:
         if raw is not None:
             try:
                 value = pickle.loads(raw)
-            except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
+            except Exception:  # any undecodable entry (corrupt, or from other code) is a miss
                 log.warning("cache: unreadable entry %s, reloading it", names.value)
             else:
                 self.stats.count(namespace, "hits")
@@ -123,7 +123,9 @@ class CacheGate:
         if not self._redis_usable():
             # The breaker's recovery bumps the generation, which drops these entries too.
             return
-        generation = self.switch.current().generation
+        # Read the generation afresh: another process may have bumped it since this process's
+        # copy was refreshed, and entries stored since then live under the new one.
+        generation = self.switch.refresh().generation
         redis_keys, kinds = self._invalidation_targets(generation, keys, groups)
         namespace = (keys or groups)[0][0]
         try:

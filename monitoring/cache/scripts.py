@@ -12,7 +12,10 @@ end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 if KEYS[3] then
   redis.call('SADD', KEYS[3], KEYS[1])
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  -- the member set must outlive its longest-lived member, so its expiry only ever extends
+  if redis.call('TTL', KEYS[3]) < tonumber(ARGV[3]) then
+    redis.call('EXPIRE', KEYS[3], ARGV[3])
+  end
 end
 return 1
 """

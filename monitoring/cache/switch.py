@@ -136,7 +136,7 @@ def set_caching(enabled: bool, *, actor: str, reason: str, source: str) -> Switc
     nothing cached before it was turned off can be served again."""
     reason = _required_reason(reason)
     if environment_source() != RUNTIME:
-        raise SwitchUnavailable(_why_unavailable())
+        raise SwitchUnavailable(why_unavailable())
     action = SwitchAudit.Action.ENABLE if enabled else SwitchAudit.Action.DISABLE
     return _change(action, actor=actor, reason=reason, source=source, enabled=enabled)
 
@@ -193,7 +193,7 @@ def _required_reason(reason: str) -> str:
     return reason[:500]
 
 
-def _why_unavailable() -> str:
+def why_unavailable() -> str:
     if environment_source() == UNCONFIGURED:
         return "no Redis is configured (REDIS_URL is not set)"
     return "caching is pinned off by the environment (REDIS_ENABLED=false)"
