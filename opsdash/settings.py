@@ -15,7 +15,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -129,8 +130,14 @@ else:
 # --- Redis cache ----------------------------------------------------------------------------
 
 REDIS_URL = env.str("REDIS_URL", default="") or None
-# Set by `manage.py serve` for the private redis-server it starts; only used in messages.
-REDIS_EMBEDDED = _strict_bool("REDIS_EMBEDDED", default=False)
+# The private redis-server `manage.py serve` starts when REDIS_URL is unset.
+REDIS_EMBEDDED_SOCKET = VAR_DIR / "redis.sock"
+REDIS_EMBEDDED = _strict_bool("REDIS_EMBEDDED", default=None)
+if REDIS_URL is None and REDIS_EMBEDDED is None and REDIS_EMBEDDED_SOCKET.exists():
+    # `manage.py serve` is running its private Redis: commands run beside it use it too.
+    REDIS_URL = f"unix://{REDIS_EMBEDDED_SOCKET}"
+    REDIS_EMBEDDED = True
+REDIS_EMBEDDED = bool(REDIS_EMBEDDED)
 # None: not pinned, the runtime switch governs. False: pinned off (the emergency lever).
 # True: the runtime switch governs, and a missing REDIS_URL is a configuration error.
 REDIS_ENABLED = _strict_bool("REDIS_ENABLED", default=None)

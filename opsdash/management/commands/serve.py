@@ -52,10 +52,11 @@ class Command(BaseCommand):
             self._ensure_first_superuser()
         extra_env: dict[str, str] = {}
         redis = None
-        if settings.REDIS_URL:
+        if settings.REDIS_URL and not settings.REDIS_EMBEDDED:
             self.stdout.write("redis: using REDIS_URL")
         elif no_redis:
             self.stdout.write("redis: none (--no-redis); caching is off")
+            extra_env = {"REDIS_EMBEDDED": "false"}
         else:
             redis, url = self._start_embedded_redis()
             if url:
@@ -66,6 +67,7 @@ class Command(BaseCommand):
             if redis is not None:
                 redis.terminate()
                 redis.wait(timeout=10)
+                settings.REDIS_EMBEDDED_SOCKET.unlink(missing_ok=True)
 
     def _ensure_first_superuser(self) -> None:
         users = get_user_model()
@@ -89,7 +91,7 @@ class Command(BaseCommand):
         if binary is None:
             self.stdout.write("redis: no redis-server binary found; caching is off")
             return None, None
-        socket_path = settings.VAR_DIR / "redis.sock"
+        socket_path = settings.REDIS_EMBEDDED_SOCKET
         settings.VAR_DIR.mkdir(exist_ok=True)
         socket_path.unlink(missing_ok=True)
         process = subprocess.Popen(
