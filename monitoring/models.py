@@ -10,6 +10,10 @@ class CacheSwitch(models.Model):
     enabled = models.BooleanField(default=True)
     # Prefix of every cache key; bumping it makes every older entry unreachable at once.
     generation = models.PositiveBigIntegerField(default=1)
+    # Set by a write made while caching was pinned off or unconfigured (it invalidated nothing):
+    # the next process that caches bumps the generation first, so no entry older than that
+    # write is served.
+    invalidations_skipped = models.BooleanField(default=False)
     changed_at = models.DateTimeField(null=True, blank=True)
     changed_by = models.CharField(max_length=150, blank=True)
     reason = models.CharField(max_length=500, blank=True)
@@ -31,6 +35,7 @@ class SwitchAudit(models.Model):
         FLUSH = "flush", "flush (bump generation)"
         RECOVER = "recover", "Redis recovered (bump generation)"
         LOST = "lost", "invalidation lost (bump generation)"
+        UNPINNED = "unpinned", "caching resumed after writes while pinned off (bump generation)"
 
     class Source(models.TextChoices):
         DASHBOARD = "dashboard"

@@ -118,7 +118,10 @@ class CacheGate:
         round trip. Call it on commit. Invalidations are sent even while caching is switched
         off at runtime: a process that has not yet seen the flip must not keep a stale entry."""
         keys, groups = list(keys), list(groups)
-        if not (keys or groups) or switch.environment_source() != switch.RUNTIME:
+        if not (keys or groups):
+            return
+        if switch.environment_source() != switch.RUNTIME:
+            switch.note_skipped_invalidation()
             return
         if not self._redis_usable():
             # The breaker's recovery bumps the generation, which drops these entries too.

@@ -10,11 +10,11 @@ Effective state, from the environment first:
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 
 from monitoring import events
@@ -40,6 +40,12 @@ class SwitchState:
     changed_at: datetime | None = None
     changed_by: str = ""
     reason: str = ""
+    invalidations_skipped: bool = False
+
+    @property
+    def stale_risk(self) -> bool:
+        """Caching is on here, but writes elsewhere skipped their invalidations."""
+        return self.enabled and self.invalidations_skipped
 
     @property
     def can_flip(self) -> bool:
@@ -75,6 +81,7 @@ def _state_from_row(row: CacheSwitch) -> SwitchState:
         changed_at=row.changed_at,
         changed_by=row.changed_by,
         reason=row.reason,
+        invalidations_skipped=row.invalidations_skipped,
     )
 
 
@@ -110,6 +117,8 @@ class SwitchView:
     def refresh(self) -> SwitchState:
         try:
             state = read_state()
+            if state.stale_risk:
+                state = _resume_after_skipped_invalidations(state)
         except DatabaseError:
             if self._state is None:
                 raise
@@ -129,6 +138,25 @@ class SwitchView:
 
 
 view = SwitchView()
+
+
+def note_skipped_invalidation() -> None:
+    """A write could not invalidate because caching is pinned off or unconfigured here."""
+    CacheSwitch.objects.filter(
+        pk=CacheSwitch.SINGLETON_ID, invalidations_skipped=False
+    ).update(invalidations_skipped=True)
+
+
+def _resume_after_skipped_invalidations(state: SwitchState) -> SwitchState:
+    # Inside a caller's transaction the bump could roll back: bypass the cache until later.
+    if connection.in_atomic_block:
+        return replace(state, enabled=False)
+    return bump_generation(
+        actor="system",
+        reason="writes were made while caching was pinned off or unconfigured",
+        source="system",
+        action=SwitchAudit.Action.UNPINNED,
+    )
 
 
 def set_caching(enabled: bool, *, actor: str, reason: str, source: str) -> SwitchState:
@@ -154,6 +182,7 @@ def _change(action: str, *, actor: str, reason: str, source: str, enabled: bool 
         new = old if enabled is None else enabled
         if enabled is None or (new and not old):
             row.generation += 1
+            row.invalidations_skipped = False
         row.enabled = new
         row.changed_at = timezone.now()
         row.changed_by = actor

@@ -53,6 +53,18 @@ def test_it_reads_a_service_update_made_while_caching_was_off(shared_redis):
     assert cached_name() == "After"
 
 
+def test_it_reads_an_update_made_while_the_environment_pinned_caching_off(shared_redis):
+    turn_caching(True)
+    lead = warm_lead()
+    generation = gate.switch.current().generation
+    with override_settings(REDIS_ENABLED=False):  # a process deployed with the emergency lever
+        services.update_lead(lead["id"], name="After")  # it cannot invalidate anything
+        assert cached_name() == "After"
+    assert cached_name() == "After"  # back on the runtime switch: the old entry is not served
+    assert gate.switch.current().generation == generation + 1
+    assert SwitchAudit.objects.filter(action="unpinned").count() == 1
+
+
 @pytest.fixture
 def persistent_redis():
     """A private Redis that keeps its data across a stop and start (append-only file), so an
