@@ -142,9 +142,9 @@ view = SwitchView()
 
 def note_skipped_invalidation() -> None:
     """A write could not invalidate because caching is pinned off or unconfigured here."""
-    CacheSwitch.objects.filter(
-        pk=CacheSwitch.SINGLETON_ID, invalidations_skipped=False
-    ).update(invalidations_skipped=True)
+    CacheSwitch.objects.filter(pk=CacheSwitch.SINGLETON_ID, invalidations_skipped=False).update(
+        invalidations_skipped=True
+    )
 
 
 def _resume_after_skipped_invalidations(state: SwitchState) -> SwitchState:
