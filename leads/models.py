@@ -20,6 +20,8 @@ class Organization(models.Model):
     timezone = models.CharField(max_length=64, default="UTC")
     # {"mon": [["09:00", "18:00"]], ..., "sun": []}: opening intervals per weekday, local time.
     business_hours = models.JSONField(default=dict, blank=True)
+    # Answered at once to every inbound text when set (TwiML <Message>); blank: no reply.
+    sms_auto_reply = models.CharField(max_length=640, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -98,6 +100,8 @@ class Conversation(models.Model):
     channel = models.CharField(max_length=8, choices=Channel.choices)
     # The provider's id (ElevenLabs conversation_id, Twilio call SID): unique when present.
     provider_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    # The telephony call SID, known when the call starts (before the provider's own id).
+    call_sid = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.INITIATED)
     started_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -113,6 +117,11 @@ class Conversation(models.Model):
                 fields=["provider_id"],
                 condition=Q(provider_id__isnull=False),
                 name="conversation_unique_provider_id",
+            ),
+            models.UniqueConstraint(
+                fields=["call_sid"],
+                condition=Q(call_sid__isnull=False),
+                name="conversation_unique_call_sid",
             ),
         ]
         indexes = [
@@ -140,6 +149,7 @@ class Message(models.Model):
     # NULL, not "", when absent: the unique constraint applies only to real provider ids.
     provider_message_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     delivery_status = models.CharField(max_length=32, blank=True)
+    delivery_error = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -157,3 +167,41 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.body[:40]}"
+
+
+class WebhookEvent(models.Model):
+    """Every provider delivery, keyed by the provider's own id: a retry finds its row and changes
+    nothing; a delivery whose processing failed keeps its payload and error for replay."""
+
+    class Provider(models.TextChoices):
+        ELEVENLABS = "elevenlabs"
+        TWILIO = "twilio"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        PROCESSED = "processed"
+        FAILED = "failed"
+        # Accepted and deliberately not acted on (an event type opsdash does not handle).
+        IGNORED = "ignored"
+
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    event_type = models.CharField(max_length=64)
+    idempotency_key = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    payload = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "idempotency_key"], name="webhook_event_unique_delivery"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "received_at"], name="webhook_event_status")]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.event_type} {self.idempotency_key} ({self.status})"

@@ -12,3 +12,4 @@ class OpsdashConfig(AppConfig):
         register(checks.check_security, Tags.security, deploy=False)
         register(checks.check_redis, Tags.caches)
         register(checks.check_deployment, Tags.database)
+        register(checks.check_webhooks, Tags.security)

@@ -78,3 +78,35 @@ def check_deployment(app_configs=None, **kwargs) -> list:
             id="opsdash.W006",
         )
     ]
+
+
+WEBHOOK_SECRETS = ["ELEVENLABS_INITIATION_SECRET", "ELEVENLABS_WEBHOOK_SECRET", "TWILIO_AUTH_TOKEN"]
+
+
+def check_webhooks(app_configs=None, **kwargs) -> list:
+    if not settings.WEBHOOK_VERIFY:
+        if settings.DEBUG:
+            return [
+                Warning(
+                    "WEBHOOK_VERIFY=false: webhooks accept unsigned deliveries.",
+                    hint="Only for local experiments; configure the secrets instead.",
+                    id="opsdash.W009",
+                )
+            ]
+        return [
+            Error(
+                "WEBHOOK_VERIFY=false with DEBUG off: anyone can post fake calls and texts.",
+                hint="Remove WEBHOOK_VERIFY and set the provider secrets.",
+                id="opsdash.E004",
+            )
+        ]
+    missing = [name for name in WEBHOOK_SECRETS if not getattr(settings, name)]
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"{', '.join(missing)} not set: the matching webhook endpoints refuse every delivery.",
+            hint="Set each secret to the value configured at the provider (see README, Webhooks).",
+            id="opsdash.W008",
+        )
+    ]

@@ -10,6 +10,7 @@ def organization_snapshot(org: Organization) -> dict:
         "address": org.address,
         "timezone": org.timezone,
         "business_hours": org.business_hours,
+        "sms_auto_reply": org.sms_auto_reply,
     }
 
 

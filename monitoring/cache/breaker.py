@@ -34,6 +34,10 @@ class CircuitBreaker:
         """True while closed. Never lets a caller through while open or while a probe runs."""
         return self.state == CLOSED
 
+    def probe_due(self) -> bool:
+        """Open and past the cool-down (a cheap look; `try_start_probe` decides who probes)."""
+        return self.state == OPEN and self._clock() >= self._opened_at + self.cooldown
+
     def try_start_probe(self) -> bool:
         """After the cool-down, hand the half-open probe to exactly one caller."""
         if self.state != OPEN or self._clock() < self._opened_at + self.cooldown:

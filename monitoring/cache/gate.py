@@ -175,7 +175,7 @@ class CacheGate:
             return True
         # A probe must commit its generation bump before any read; inside a caller's
         # transaction it could not, so the probe waits for a caller outside one.
-        if connection.in_atomic_block or not breaker.try_start_probe():
+        if not breaker.probe_due() or connection.in_atomic_block or not breaker.try_start_probe():
             return False
         return self._probe()
 

@@ -235,16 +235,16 @@ class SwitchRefresher(threading.Thread):
     def __init__(self, switch_view: SwitchView) -> None:
         super().__init__(name="opsdash-switch-refresher", daemon=True)
         self._view = switch_view
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
         self._view.background = True
         try:
-            while not self._stop.wait(settings.SWITCH_REFRESH_SECONDS):
+            while not self._stopping.wait(settings.SWITCH_REFRESH_SECONDS):
                 self._view.refresh()
                 close_old_connections()
         finally:
             self._view.background = False
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()

@@ -1,0 +1,236 @@
+"""Voice calls reported by the provider: opened at initiation, completed (or failed) by the
+post-call webhook. Each function is idempotent: a replayed delivery changes nothing twice."""
+
+from datetime import UTC, datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from leads.models import Conversation, Lead, Message
+from leads.phones import InvalidPhoneNumber, normalize_phone
+from leads.services.cache_keys import invalidate_lead_on_commit
+from leads.services.reads import find_or_create_lead, organization_for_number
+from leads.services.status import advance_status
+
+# A call reported by post-call is matched to a still-open call of the same customer this recent.
+MATCH_WINDOW = timedelta(hours=6)
+ROLES = {"user": Message.Role.CUSTOMER, "agent": Message.Role.AGENT}
+NAME_KEYS = ("customer_name", "name")
+STATUS_KEYS = ("lead_status", "status")
+SENTIMENT_KEYS = ("sentiment", "customer_sentiment")
+
+
+class CallNotMatched(Exception):
+    """No conversation, lead or organization could be found for a provider's call report."""
+
+
+def open_call(organization_id: int, phone: str, call_sid: str | None, started_at: datetime):
+    """The voice conversation a call initiation opens (once per call SID)."""
+    lead, _ = find_or_create_lead(organization_id, phone)
+    with transaction.atomic():
+        if call_sid:
+            existing = Conversation.objects.filter(call_sid=call_sid).first()
+            if existing:
+                return existing
+        conversation = Conversation.objects.create(
+            lead_id=lead["id"],
+            channel=Conversation.Channel.VOICE,
+            call_sid=call_sid or None,
+            status=Conversation.Status.INITIATED,
+            started_at=started_at,
+        )
+        invalidate_lead_on_commit(organization_id, lead["phone"])
+    return conversation
+
+
+def find_call(
+    conversation_id: str, call_sid: str | None, org_number: str | None, customer: str | None
+):
+    """The conversation a report is about: by the provider's conversation id, then the call SID,
+    then the customer's most recent open call; else None."""
+    found = Conversation.objects.filter(provider_id=conversation_id).first()
+    if found is None and call_sid:
+        found = Conversation.objects.filter(call_sid=call_sid).first()
+    if found is None and org_number and customer:
+        found = (
+            Conversation.objects.filter(
+                lead__organization__numbers__e164=org_number,
+                lead__phone=customer,
+                channel=Conversation.Channel.VOICE,
+                provider_id__isnull=True,
+                status__in=[Conversation.Status.INITIATED, Conversation.Status.ACTIVE],
+                started_at__gte=timezone.now() - MATCH_WINDOW,
+            )
+            .order_by("-started_at")
+            .first()
+        )
+    return found
+
+
+def call_parties(data: dict) -> tuple[str | None, str | None, str | None]:
+    """(organization number, customer number, call SID) of a post-call report. For an outbound
+    call the customer is the number called, for an inbound one the caller: ElevenLabs names both
+    from the agent's side (agent_number, external_number)."""
+    phone_call = (data.get("metadata") or {}).get("phone_call") or {}
+    return (
+        _phone_or_none(phone_call.get("agent_number")),
+        _phone_or_none(phone_call.get("external_number")),
+        phone_call.get("call_sid") or None,
+    )
+
+
+def _phone_or_none(raw) -> str | None:
+    try:
+        return normalize_phone(raw) if raw else None
+    except InvalidPhoneNumber:
+        return None
+
+
+def find_or_open_reported_call(data: dict, started_at: datetime) -> Conversation:
+    org_number, customer, call_sid = call_parties(data)
+    conversation = find_call(data["conversation_id"], call_sid, org_number, customer)
+    if conversation is not None:
+        return conversation
+    org = organization_for_number(org_number) if org_number else None
+    if org is None or customer is None:
+        raise CallNotMatched(
+            f"no conversation {data['conversation_id']} and no organization/customer to open one"
+            f" (agent_number={org_number}, external_number={customer})"
+        )
+    return open_call(org["id"], customer, call_sid, started_at)
+
+
+def record_transcript(data: dict) -> Conversation:
+    """A finished call: every transcript turn as a message, the analysis on the conversation,
+    and what was learned about the customer on the lead (never a step back, never erased)."""
+    metadata = data.get("metadata") or {}
+    started_at = _from_unix(metadata.get("start_time_unix_secs")) or timezone.now()
+    with transaction.atomic():
+        conversation = find_or_open_reported_call(data, started_at)
+        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        lead = Lead.objects.select_for_update().get(pk=conversation.lead_id)
+        _store_turns(conversation, lead, data, started_at)
+        _complete(conversation, data, started_at)
+        _learn(lead, data, conversation.ended_at)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+    return conversation
+
+
+def _store_turns(conversation: Conversation, lead: Lead, data: dict, started_at: datetime) -> None:
+    provider_id = data["conversation_id"]
+    turns = [
+        (f"{provider_id}:{n}", turn)
+        for n, turn in enumerate(data.get("transcript") or [])
+        if isinstance(turn, dict) and (turn.get("message") or "").strip()
+    ]
+    known = set(
+        Message.objects.filter(provider_message_id__in=[key for key, _ in turns]).values_list(
+            "provider_message_id", flat=True
+        )
+    )
+    Message.objects.bulk_create(
+        Message(
+            conversation=conversation,
+            lead=lead,
+            role=ROLES.get(turn.get("role"), Message.Role.SYSTEM),
+            body=turn["message"],
+            provider_message_id=key,
+            created_at=started_at + timedelta(seconds=float(turn.get("time_in_call_secs") or 0)),
+        )
+        for key, turn in turns
+        if key not in known
+    )
+
+
+def _complete(conversation: Conversation, data: dict, started_at: datetime) -> None:
+    metadata = data.get("metadata") or {}
+    analysis = data.get("analysis") or {}
+    duration = metadata.get("call_duration_secs")
+    conversation.provider_id = data["conversation_id"]
+    conversation.call_sid = conversation.call_sid or call_parties(data)[2]
+    conversation.started_at = started_at
+    conversation.duration_seconds = int(duration) if duration is not None else None
+    conversation.ended_at = started_at + timedelta(seconds=conversation.duration_seconds or 0)
+    conversation.status = Conversation.Status.COMPLETED
+    conversation.title = (analysis.get("call_summary_title") or conversation.title)[:300]
+    conversation.summary = analysis.get("transcript_summary") or conversation.summary
+    conversation.classification = str(analysis.get("call_successful") or "")[:100]
+    conversation.analysis = {
+        **analysis,
+        "termination_reason": metadata.get("termination_reason"),
+        "status": data.get("status"),
+    }
+    conversation.save()
+
+
+def collected_values(data: dict) -> dict:
+    results = (data.get("analysis") or {}).get("data_collection_results") or {}
+    values = {}
+    for name, result in results.items():
+        value = result.get("value") if isinstance(result, dict) else result
+        if value not in (None, "", [], {}):
+            values[name] = value
+    return values
+
+
+def _learn(lead: Lead, data: dict, contacted_at: datetime | None) -> None:
+    collected = collected_values(data)
+    name = _first(collected, NAME_KEYS)
+    if isinstance(name, str) and name.strip():
+        lead.name = name.strip()[:200]
+    interest = {k: v for k, v in collected.items() if "interest" in k}
+    lead.interest = {**lead.interest, **interest}
+    known = set(NAME_KEYS + STATUS_KEYS + SENTIMENT_KEYS) | set(interest)
+    lead.qualification = {
+        **lead.qualification,
+        **{k: v for k, v in collected.items() if k not in known},
+    }
+    proposed = _first(collected, STATUS_KEYS) or Lead.Status.CONTACTED
+    lead.status = advance_status(lead.status, str(proposed).lower())
+    sentiment = str(_first(collected, SENTIMENT_KEYS) or "").lower()
+    if sentiment in Lead.Sentiment.values:
+        lead.sentiment = sentiment
+    if contacted_at and (lead.last_contact_at is None or contacted_at > lead.last_contact_at):
+        lead.last_contact_at = contacted_at
+    lead.save()
+
+
+def _first(values: dict, keys: tuple[str, ...]):
+    return next((values[k] for k in keys if k in values), None)
+
+
+def mark_failed(data: dict) -> Conversation:
+    """The provider could not start the call."""
+    with transaction.atomic():
+        conversation = find_or_open_reported_call(data, timezone.now())
+        conversation.status = Conversation.Status.FAILED
+        conversation.ended_at = conversation.ended_at or timezone.now()
+        conversation.provider_id = conversation.provider_id or data["conversation_id"]
+        reason = data.get("failure_reason") or data.get("reason") or ""
+        conversation.analysis = {**conversation.analysis, "failure_reason": reason}
+        conversation.save()
+        lead = conversation.lead
+        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+    return conversation
+
+
+def note_audio(data: dict, audio_summary: dict) -> Conversation | None:
+    """The call's audio arrived: noted on the conversation (size, digest), never stored in a row."""
+    with transaction.atomic():
+        conversation = (
+            Conversation.objects.select_for_update()
+            .filter(provider_id=data["conversation_id"])
+            .first()
+        )
+        if conversation is None:
+            return None
+        conversation.analysis = {**conversation.analysis, "audio": audio_summary}
+        conversation.save(update_fields=["analysis"])
+    return conversation
+
+
+def _from_unix(value) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None

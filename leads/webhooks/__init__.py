@@ -1,0 +1,1 @@
+"""Provider webhooks: verify -> record -> parse -> act -> answer, one module per provider."""

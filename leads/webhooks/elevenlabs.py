@@ -1,0 +1,193 @@
+"""ElevenLabs: the call-initiation webhook (on the caller's dial tone) and the post-call
+webhook (transcript, audio, initiation failure)."""
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import uuid
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+
+from leads.models import WebhookEvent
+from leads.phones import InvalidPhoneNumber, normalize_phone
+from leads.services import call_context
+from leads.webhooks import deliveries, handlers, intake, variables
+from leads.webhooks.deferred import writer
+from leads.webhooks.intake import Rejected
+from leads.webhooks.signatures import BadSignature, verify_elevenlabs
+from monitoring import counters, events
+
+log = logging.getLogger(__name__)
+PROVIDER = WebhookEvent.Provider.ELEVENLABS
+INITIATION = "conversation_initiation"
+
+
+# --- call initiation ----------------------------------------------------------------------
+
+
+@intake.webhook
+async def conversation_initiation(request: HttpRequest) -> JsonResponse:
+    _check_shared_secret(request)
+    body = intake.read_body(request)
+    intake.require_content_type(request, "application/json")
+    payload = intake.parse_json_object(body)
+    intake.require_fields(payload, ["caller_id", "called_number"])
+    try:
+        answer = await asyncio.wait_for(
+            sync_to_async(_answer_in_worker, thread_sensitive=False)(payload),
+            timeout=settings.INITIATION_TIME_BUDGET,
+        )
+    except Exception as exc:  # the documented fail-safe: a caller on the line always gets an answer
+        counters.increment("webhook.elevenlabs.initiation_fallback")
+        log.error("initiation answered with defaults: %s: %s", type(exc).__name__, exc)
+        answer = variables.fallback_answer(_phone_or_raw(payload.get("caller_id")))
+    return JsonResponse(answer)
+
+
+def _check_shared_secret(request: HttpRequest) -> None:
+    secret = settings.ELEVENLABS_INITIATION_SECRET
+    if not secret:
+        if settings.WEBHOOK_VERIFY:
+            raise Rejected(503, "ELEVENLABS_INITIATION_SECRET is not configured")
+        return
+    sent = request.headers.get(settings.ELEVENLABS_INITIATION_HEADER, "")
+    if not hmac.compare_digest(sent.encode(), secret.encode()):
+        what = "missing" if not sent else "wrong"
+        raise Rejected(401, f"{what} {settings.ELEVENLABS_INITIATION_HEADER} header")
+
+
+def _answer_in_worker(payload: dict) -> dict:
+    try:
+        return answer_initiation(payload)
+    finally:
+        close_old_connections()  # a worker thread's connection goes back to the pool
+
+
+def answer_initiation(payload: dict) -> dict:
+    """The answer, from the cached call context (with a warm cache: no SQL, one Redis round
+    trip). The call is recorded off the response path."""
+    now = timezone.now()
+    caller, called = _phone_or_raw(payload["caller_id"]), _phone_or_raw(payload["called_number"])
+    outbound = False
+    context = _context_or_none(called, caller)
+    if context is None or context["organization"] is None:
+        # An outbound call: our number is the caller and the customer is the one called.
+        reverse = _context_or_none(caller, called)
+        if reverse is not None and reverse["organization"] is not None:
+            context, outbound = reverse, True
+    customer = called if outbound else caller
+    if context is None or context["organization"] is None:
+        counters.increment("webhook.elevenlabs.initiation_unknown_number")
+        log.warning("initiation for %s: no organization answers on it", called)
+        return variables.fallback_answer(customer, outbound)
+    writer.submit(record_initiation, context["organization"]["id"], customer, payload, now)
+    return variables.initiation_answer(context, customer, outbound, now)
+
+
+def _phone_or_raw(raw) -> str:
+    try:
+        return normalize_phone(str(raw))
+    except InvalidPhoneNumber:
+        return str(raw or "")
+
+
+def _context_or_none(org_number: str, customer: str) -> dict | None:
+    try:
+        return call_context(org_number, customer)
+    except InvalidPhoneNumber:
+        return None
+
+
+def record_initiation(organization_id: int, customer: str, payload: dict, started_at) -> None:
+    """Deferred: the delivery row and the call's conversation (status initiated)."""
+    call_sid = payload.get("call_sid") or None
+    key = f"{INITIATION}:{call_sid or uuid.uuid4()}"
+    resolved = {
+        "organization_id": organization_id,
+        "customer": customer,
+        "started_at": started_at.isoformat(),
+    }
+    event, duplicate = deliveries.record(
+        PROVIDER, INITIATION, key, {**payload, "opsdash": resolved}
+    )
+    if not duplicate:
+        deliveries.process(event, handlers.for_event(event))
+
+
+# --- post-call ----------------------------------------------------------------------------
+
+POST_CALL_TYPES = {"post_call_transcription", "post_call_audio", "call_initiation_failure"}
+
+
+@intake.webhook
+def post_call(request: HttpRequest) -> JsonResponse:
+    body = intake.read_body(request)
+    _verify_post_call_signature(request, body)
+    intake.require_content_type(request, "application/json")
+    envelope = intake.parse_json_object(body)
+    intake.require_fields(envelope, ["type", "data"])
+    data = envelope["data"]
+    if not isinstance(data, dict):
+        raise Rejected(400, "data must be a JSON object")
+    intake.require_fields(data, ["conversation_id"], where="data")
+    event_type = str(envelope["type"])
+    key = f"{event_type}:{data['conversation_id']}"
+    try:
+        event, duplicate = deliveries.record(PROVIDER, event_type, key, _storable(envelope))
+    except DatabaseError:
+        # Nothing was stored: ask the provider to deliver again rather than lose it.
+        return intake.error_response(503, "temporarily unable to record the delivery; retry")
+    if duplicate:
+        return JsonResponse({"status": "duplicate", "event": event.pk})
+    outcome = deliveries.process(event, handlers.for_event(event))
+    if outcome.failed:
+        # Answered 200 on purpose: the delivery is stored with its error for replay, and
+        # ElevenLabs disables a webhook that keeps failing.
+        return JsonResponse({"status": "failed", "event": event.pk})
+    if not outcome.duplicate and event_type in POST_CALL_TYPES:
+        events.publish(
+            "call.updated", {"conversation_id": data["conversation_id"], "type": event_type}
+        )
+    return JsonResponse({"status": outcome.event.status, "event": event.pk})
+
+
+def _verify_post_call_signature(request: HttpRequest, body: bytes) -> None:
+    secret = settings.ELEVENLABS_WEBHOOK_SECRET
+    if not secret:
+        if settings.WEBHOOK_VERIFY:
+            raise Rejected(503, "ELEVENLABS_WEBHOOK_SECRET is not configured")
+        return
+    try:
+        verify_elevenlabs(
+            secret,
+            request.headers.get("ElevenLabs-Signature", ""),
+            body,
+            settings.WEBHOOK_MAX_AGE,
+            settings.WEBHOOK_MAX_CLOCK_SKEW,
+        )
+    except BadSignature as exc:
+        raise Rejected(401, str(exc)) from None
+
+
+def _storable(envelope: dict) -> dict:
+    """The envelope as stored: audio replaced by its size and digest (kept out of the row)."""
+    data = envelope["data"]
+    audio = data.get("full_audio")
+    if not isinstance(audio, str):
+        return envelope
+    return {**envelope, "data": {**data, "full_audio": audio_summary(audio)}}
+
+
+def audio_summary(encoded: str) -> dict:
+    try:
+        raw = base64.b64decode(encoded, validate=False)
+    except (binascii.Error, ValueError):
+        raw = encoded.encode()
+    return {"omitted": True, "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}

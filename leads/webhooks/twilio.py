@@ -1,0 +1,102 @@
+"""Twilio: inbound texts and delivery-status callbacks, answered with TwiML."""
+
+import logging
+from xml.sax.saxutils import escape
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+
+from leads.models import WebhookEvent
+from leads.webhooks import deliveries, handlers, intake
+from leads.webhooks.intake import Rejected
+from leads.webhooks.signatures import BadSignature, verify_twilio
+from monitoring import events
+
+log = logging.getLogger(__name__)
+PROVIDER = WebhookEvent.Provider.TWILIO
+FORM = "application/x-www-form-urlencoded"
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
+
+
+def twiml(reply: str = "") -> HttpResponse:
+    """<Response/>, or <Response><Message>reply</Message></Response> to answer the text."""
+    inner = f"<Message>{escape(reply)}</Message>" if reply else ""
+    body = (
+        f"{XML_DECLARATION}<Response>{inner}</Response>"
+        if inner
+        else f"{XML_DECLARATION}<Response/>"
+    )
+    return HttpResponse(body, content_type="text/xml")
+
+
+def _verified_params(request: HttpRequest) -> dict[str, list[str]]:
+    intake.read_body(request)
+    intake.require_content_type(request, FORM)
+    params = {name: request.POST.getlist(name) for name in request.POST}
+    token = settings.TWILIO_AUTH_TOKEN
+    if not token:
+        if settings.WEBHOOK_VERIFY:
+            raise Rejected(503, "TWILIO_AUTH_TOKEN is not configured")
+        return params
+    # Twilio signs the public URL it called; behind a proxy that is PUBLIC_BASE_URL + path.
+    url = settings.PUBLIC_BASE_URL + request.get_full_path()
+    try:
+        verify_twilio(token, request.headers.get("X-Twilio-Signature", ""), url, params)
+    except BadSignature as exc:
+        raise Rejected(403, str(exc)) from None
+    return params
+
+
+def _single(params: dict[str, list[str]]) -> dict[str, str]:
+    """The stored payload: one value per name, lists kept where a name repeats."""
+    return {name: values[0] if len(values) == 1 else values for name, values in params.items()}
+
+
+def _delivery_key(request: HttpRequest, fallback: str) -> str:
+    return request.headers.get("I-Twilio-Idempotency-Token") or fallback
+
+
+def _record(event_type: str, key: str, payload: dict):
+    try:
+        return deliveries.record(PROVIDER, event_type, key, payload)
+    except DatabaseError:
+        raise Rejected(503, "temporarily unable to record the delivery; retry") from None
+
+
+@intake.webhook
+def inbound_sms(request: HttpRequest) -> HttpResponse:
+    payload = _single(_verified_params(request))
+    intake.require_fields(payload, ["MessageSid", "From", "To"])
+    event, duplicate = _record("sms", _delivery_key(request, payload["MessageSid"]), payload)
+    if duplicate:
+        return twiml()
+    outcome = deliveries.process(event, handlers.for_event(event))
+    if outcome.failed or outcome.duplicate:
+        # Answered 200 on purpose: the text is stored with its error for replay_webhooks, and
+        # an error answer would only make Twilio report a failure to nobody.
+        return twiml()
+    message, reply = outcome.result
+    events.publish(
+        "lead.message",
+        {
+            "lead_id": message.lead_id,
+            "conversation_id": message.conversation_id,
+            "id": message.id,
+            "role": message.role,
+            "body": message.body,
+            "channel": "sms",
+        },
+    )
+    return twiml(reply)
+
+
+@intake.webhook
+def sms_status(request: HttpRequest) -> HttpResponse:
+    payload = _single(_verified_params(request))
+    intake.require_fields(payload, ["MessageSid", "MessageStatus"])
+    fallback = f"{payload['MessageSid']}:{payload['MessageStatus']}"
+    event, duplicate = _record("sms_status", _delivery_key(request, fallback), payload)
+    if not duplicate:
+        deliveries.process(event, handlers.for_event(event))
+    return twiml()
