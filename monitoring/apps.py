@@ -7,5 +7,6 @@ class MonitoringConfig(AppConfig):
 
     def ready(self) -> None:
         from monitoring.cache import gate
+        from monitoring.metrics import middleware  # noqa: F401  (counts queries on new connections)
 
         gate.connect_signals()

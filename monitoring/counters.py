@@ -18,6 +18,14 @@ def snapshot() -> dict[str, int]:
         return dict(_counts)
 
 
+def take() -> dict[str, int]:
+    """The counts since the last take, and start again from zero."""
+    with _lock:
+        taken = dict(_counts)
+        _counts.clear()
+        return taken
+
+
 def reset() -> None:
     with _lock:
         _counts.clear()

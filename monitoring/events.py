@@ -26,3 +26,16 @@ def publish(event_type: str, payload: dict) -> bool:
         )
         return False
     return True
+
+
+def layer_health() -> dict:
+    """Whether the channel layer accepts a message now (a group send to a group nobody is in)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return {"status": "fail", "backend": None, "error": "no channel layer configured"}
+    backend = type(layer).__name__
+    try:
+        async_to_sync(layer.group_send)("opsdash.health", {"type": "health.check"})
+    except Exception as exc:  # any backend's fault is a failed check, reported, not raised
+        return {"status": "warn", "backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+    return {"status": "pass", "backend": backend}

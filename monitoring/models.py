@@ -58,3 +58,107 @@ class SwitchAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor}: {self.action} ({self.reason})"
+
+
+class MetricWindow(models.Model):
+    """A few seconds of one process's request and cache figures (see monitoring.metrics)."""
+
+    process = models.CharField(max_length=100)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(db_index=True)
+    data = models.JSONField()
+
+    class Meta:
+        indexes = [models.Index(fields=["process", "-ended_at"], name="metric_window_process")]
+
+    def __str__(self) -> str:
+        return f"{self.process} {self.started_at:%H:%M:%S}-{self.ended_at:%H:%M:%S}"
+
+
+class Lease(models.Model):
+    """Who runs a one-per-deployment job (the alert evaluator) until when."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    holder = models.CharField(max_length=100)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.holder} until {self.expires_at:%H:%M:%S}"
+
+
+class Alert(models.Model):
+    class Severity(models.TextChoices):
+        WARNING = "warning"
+        CRITICAL = "critical"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        FIRING = "firing"
+        RESOLVED = "resolved"
+
+    rule = models.CharField(max_length=64)
+    severity = models.CharField(max_length=16, choices=Severity.choices)
+    state = models.CharField(max_length=16, choices=State.choices)
+    summary = models.CharField(max_length=300)
+    value = models.FloatField(null=True)
+    threshold = models.FloatField()
+    started_at = models.DateTimeField()
+    fired_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+    acknowledgement_note = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            # One open (pending or firing) alert per rule, whatever the races.
+            models.UniqueConstraint(
+                fields=["rule"],
+                condition=models.Q(state__in=["pending", "firing"]),
+                name="alert_one_open_per_rule",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "severity"], name="alert_state_severity")]
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.rule} ({self.state})"
+
+
+class AlertTransition(models.Model):
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="transitions")
+    at = models.DateTimeField()
+    from_state = models.CharField(max_length=16, blank=True)
+    to_state = models.CharField(max_length=16)
+    value = models.FloatField(null=True)
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.alert.rule}: {self.from_state or '-'} -> {self.to_state}"
+
+
+class NotificationDelivery(models.Model):
+    """One attempt to tell a channel about an alert transition."""
+
+    class Status(models.TextChoices):
+        SENT = "sent"
+        FAILED = "failed"
+        # A permanent error: the channel refused for good; no more retries of this message.
+        REJECTED = "rejected"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, null=True, related_name="deliveries")
+    channel = models.CharField(max_length=16)
+    event = models.CharField(max_length=16)
+    attempt = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices)
+    error = models.CharField(max_length=500, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.event} #{self.attempt}: {self.status}"

@@ -1,5 +1,6 @@
-"""What a served app runs beside its requests: the switch refresher (and, later, the metrics
-flusher and the alert evaluator). Started once per process by opsdash.asgi."""
+"""What a served app runs beside its requests: the switch refresher, the metrics flusher and
+(where REDIS_MONITORING_ENABLED) an alert evaluator that runs only while it holds the lease.
+Started once per process by opsdash.asgi."""
 
 import logging
 import threading
@@ -8,7 +9,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import DatabaseError
 
+from monitoring.alerts.evaluator import Evaluator
 from monitoring.cache import switch
+from monitoring.metrics.store import Flusher
 
 log = logging.getLogger(__name__)
 _started = threading.Lock()
@@ -26,6 +29,9 @@ def start() -> None:
         state = None
     _refresher = switch.SwitchRefresher(switch.view)
     _refresher.start()
+    Flusher().start()
+    if settings.REDIS_MONITORING_ENABLED:
+        Evaluator().start()
     log.warning("opsdash started: %s", describe_setup(state))
 
 

@@ -101,7 +101,7 @@ def check_webhooks(app_configs=None, **kwargs) -> list:
             )
         ]
     missing = [name for name in WEBHOOK_SECRETS if not getattr(settings, name)]
-    if not missing:
+    if not missing or settings.DEBUG:
         return []
     return [
         Warning(

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "monitoring.metrics.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -228,6 +229,50 @@ WEBHOOK_MAX_CLOCK_SKEW = env.int("WEBHOOK_MAX_CLOCK_SKEW", default=5 * 60)
 INITIATION_TIME_BUDGET = _positive_float("INITIATION_TIME_BUDGET", default=0.5)
 AGENT_LANGUAGE = env.str("AGENT_LANGUAGE", default="en")
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+
+# --- monitoring -----------------------------------------------------------------------------
+
+# Requests are counted by the first of these path prefixes they start with ("other" if none).
+METRICS_ROUTE_GROUPS = [
+    ("/webhooks/elevenlabs/conversation-initiation", "webhook_initiation"),
+    ("/webhooks/elevenlabs/post-call", "webhook_post_call"),
+    ("/webhooks/twilio/sms/status", "webhook_sms_status"),
+    ("/webhooks/twilio/sms", "webhook_sms"),
+    ("/dashboard", "dashboard"),
+    ("/api/monitoring", "monitoring_api"),
+    ("/metrics", "monitoring_api"),
+    ("/admin", "admin"),
+]
+METRICS_FLUSH_SECONDS = _positive_float("METRICS_FLUSH_SECONDS", default=5.0)
+METRICS_RETENTION_HOURS = env.int("METRICS_RETENTION_HOURS", default=24)
+REDIS_MONITORING_ENABLED = _strict_bool("REDIS_MONITORING_ENABLED", default=True)
+MONITORING_EVALUATE_SECONDS = _positive_float("MONITORING_EVALUATE_SECONDS", default=2.0)
+MONITORING_LEASE_SECONDS = _positive_float("MONITORING_LEASE_SECONDS", default=6.0)
+# Bearer token for the monitoring API and /metrics (staff sessions work too); unset: staff only.
+MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
+REDIS_ALERT_WEBHOOK_URL = env.str("REDIS_ALERT_WEBHOOK_URL", default="")
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
+NOTIFICATION_TIMEOUT = _positive_float("NOTIFICATION_TIMEOUT", default=5.0)
+NOTIFICATION_RETRIES = env.int("NOTIFICATION_RETRIES", default=3)
+# Alert thresholds (defaults from the rollout runbook); "for" durations in seconds.
+ALERT_HIT_RATE_CRITICAL = env.float("ALERT_HIT_RATE_CRITICAL", default=0.30)
+ALERT_HIT_RATE_WARNING = env.float("ALERT_HIT_RATE_WARNING", default=0.60)
+ALERT_HIT_RATE_MIN_LOOKUPS = env.int("ALERT_HIT_RATE_MIN_LOOKUPS", default=100)
+ALERT_RESPONSE_MS_CRITICAL = env.float("ALERT_RESPONSE_MS_CRITICAL", default=150.0)
+ALERT_RESPONSE_MS_WARNING = env.float("ALERT_RESPONSE_MS_WARNING", default=100.0)
+ALERT_ERROR_RATE_CRITICAL = env.float("ALERT_ERROR_RATE_CRITICAL", default=0.05)
+ALERT_MIN_REQUESTS = env.int("ALERT_MIN_REQUESTS", default=20)
+ALERT_REDIS_MEMORY_WARNING = env.float("ALERT_REDIS_MEMORY_WARNING", default=0.80)
+ALERT_FOR_SECONDS = env.int("ALERT_FOR_SECONDS", default=60)
+ALERT_REDIS_DOWN_FOR_SECONDS = env.int("ALERT_REDIS_DOWN_FOR_SECONDS", default=2)
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = _strict_bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="opsdash@localhost")
 
 # --- logging --------------------------------------------------------------------------------
 

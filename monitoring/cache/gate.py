@@ -10,6 +10,7 @@ a failed store is skipped, a failed invalidation bumps the generation instead.
 
 import logging
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from django.db import DatabaseError, connection
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeout
 
+from monitoring import events
 from monitoring.cache import scripts, switch
 from monitoring.cache.breaker import CircuitBreaker
 from monitoring.cache.stats import GateStats
+from monitoring.metrics.recorder import PROCESS_ID
 from monitoring.models import SwitchAudit
 
 log = logging.getLogger(__name__)
@@ -223,6 +226,11 @@ class CacheGate:
     def _breaker_changed(self, old: str, new: str) -> None:
         self.stats.breaker_changed(time.time(), old, new)
         log.warning("cache: circuit breaker %s -> %s", old, new)
+        # Told to the dashboards off the caller's thread: a request never waits on the layer.
+        event = {"from": old, "to": new, "process": PROCESS_ID}
+        threading.Thread(
+            target=events.publish, args=("breaker.changed", event), daemon=True
+        ).start()
 
     def _redis(self):
         if self._client is None:
@@ -249,6 +257,29 @@ class CacheGate:
             f"{base}:t:{namespace}:g:{group}",
             f"{base}:m:{namespace}:{group}",
         )
+
+    # --- observing the server ----------------------------------------------------------------
+
+    def sample_server(self) -> dict:
+        """PING latency and the INFO figures of the cache Redis, for health checks and the alert
+        evaluator. Sent whatever the breaker says (it is how an outage's end is seen), bounded
+        by the socket timeout, and never raises."""
+        if switch.environment_source() == switch.UNCONFIGURED:
+            return {"configured": False, "connected": False}
+        try:
+            client = self._redis()
+            started = time.perf_counter()
+            client.ping()
+            latency = time.perf_counter() - started
+            info = client.info()
+        except REDIS_FAULTS as exc:
+            return {"configured": True, "connected": False, "error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "configured": True,
+            "connected": True,
+            "latency_ms": round(latency * 1000, 3),
+            **server_figures(info),
+        }
 
     # --- status and lifecycle ---------------------------------------------------------------
 
@@ -277,6 +308,20 @@ class CacheGate:
     def _on_setting_changed(self, *, setting: str, **kwargs) -> None:
         if setting in _RESETTING_SETTINGS:
             self.reset()
+
+
+def server_figures(info: dict) -> dict:
+    used, maximum = info.get("used_memory", 0), info.get("maxmemory", 0)
+    return {
+        "version": info.get("redis_version", ""),
+        "used_memory_bytes": used,
+        "max_memory_bytes": maximum,
+        "memory_ratio": round(used / maximum, 4) if maximum else None,
+        "maxmemory_policy": info.get("maxmemory_policy", ""),
+        "evicted_keys": info.get("evicted_keys", 0),
+        "connected_clients": info.get("connected_clients", 0),
+        "ops_per_second": info.get("instantaneous_ops_per_sec", 0),
+    }
 
 
 gate = CacheGate()

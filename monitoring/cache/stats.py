@@ -53,6 +53,19 @@ class GateStats:
         with self._lock:
             return {name: asdict(ns) for name, ns in self.namespaces.items()}
 
+    def take(self) -> dict[str, dict]:
+        """The counters since the last take, and start again from zero."""
+        with self._lock:
+            taken = {name: asdict(ns) for name, ns in self.namespaces.items()}
+            self.namespaces.clear()
+            return taken
+
+    def take_breaker_changes(self) -> list[tuple[float, str, str]]:
+        with self._lock:
+            changes = list(self.breaker_changes)
+            self.breaker_changes.clear()
+            return changes
+
     def reset(self) -> None:
         with self._lock:
             self.namespaces.clear()

@@ -1,0 +1,98 @@
+"""The evaluator: one per deployment (a lease), every few seconds it samples Redis, reads the
+deployment's figures, evaluates the rules, keeps the transitions, notifies, and pushes a
+snapshot to the dashboards."""
+
+import logging
+import threading
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
+
+from monitoring import events
+from monitoring.alerts import engine, lease, notify
+from monitoring.alerts.rules import Sample, default_rules
+from monitoring.cache import gate
+from monitoring.metrics.aggregate import aggregate
+from monitoring.metrics.recorder import PROCESS_ID
+
+log = logging.getLogger(__name__)
+LEASE = "evaluator"
+
+
+def take_sample() -> Sample:
+    state = gate.switch.current()
+    return Sample(
+        caching_enabled=state.enabled,
+        redis=gate.sample_server()
+        if state.enabled
+        else {"configured": state.source != "unconfigured"},
+        minute=aggregate(60),
+        five_minutes=aggregate(300),
+        extra={"switch": state.as_dict(), "breaker": gate.breaker.state},
+    )
+
+
+def evaluate_once(now=None) -> tuple[Sample, list[engine.Transition]]:
+    now = now or timezone.now()
+    sample = take_sample()
+    transitions = engine.evaluate(default_rules(), sample, now)
+    for transition in transitions:
+        events.publish("alert.transition", transition_event(transition))
+        notify.notify_transition(transition)
+    events.publish("monitoring.snapshot", snapshot(sample))
+    return sample, transitions
+
+
+def transition_event(transition: engine.Transition) -> dict:
+    alert = transition.alert
+    return {
+        "id": alert.id,
+        "rule": alert.rule,
+        "severity": alert.severity,
+        "summary": alert.summary,
+        "from": transition.from_state,
+        "to": transition.to_state,
+        "value": transition.value,
+    }
+
+
+def snapshot(sample: Sample) -> dict:
+    return {
+        "at": timezone.now().isoformat(),
+        "switch": sample.extra.get("switch"),
+        "redis": sample.redis,
+        "minute": {key: sample.minute[key] for key in ("overall", "cache", "route_groups")},
+    }
+
+
+class Evaluator(threading.Thread):
+    """Runs `evaluate_once` while holding the lease; any process may run one."""
+
+    def __init__(self, holder: str = PROCESS_ID) -> None:
+        super().__init__(name="opsdash-evaluator", daemon=True)
+        self.holder = holder
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(settings.MONITORING_EVALUATE_SECONDS):
+            self.round()
+
+    def round(self) -> bool:
+        try:
+            if not lease.acquire(LEASE, self.holder, settings.MONITORING_LEASE_SECONDS):
+                return False
+            evaluate_once()
+            return True
+        except DatabaseError:
+            log.warning("evaluator: database unreachable, round skipped")
+            return False
+        finally:
+            close_old_connections()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            lease.release(LEASE, self.holder)
+        except DatabaseError:
+            pass

@@ -1,0 +1,1 @@
+"""The monitoring HTTP API: health, metrics, alerts, the event stream and /metrics."""

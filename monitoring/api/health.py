@@ -1,0 +1,158 @@
+"""Health of the deployment's parts, as application/health+json-style documents:
+{"status": "pass" | "warn" | "fail", "checks": {component: {"status", "observed", ...}}}."""
+
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.utils import timezone
+
+from monitoring import events
+from monitoring.alerts import lease
+from monitoring.alerts.evaluator import LEASE
+from monitoring.cache import gate, switch
+from monitoring.runtime import masked_url
+
+ORDER = {"pass": 0, "warn": 1, "fail": 2}
+
+
+def worst(statuses) -> str:
+    return max(statuses, key=ORDER.__getitem__, default="pass")
+
+
+def check_database() -> dict:
+    started = time.perf_counter()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        return {"status": "fail", "error": f"{type(exc).__name__}: {str(exc).strip()[:200]}"}
+    vendor = connection.vendor
+    return {"status": "pass", "observed": {"vendor": vendor, "latency_ms": _ms(started)}}
+
+
+def switch_state() -> switch.SwitchState | None:
+    try:
+        return gate.switch.current()
+    except DatabaseError:
+        return None
+
+
+def check_redis(state: switch.SwitchState | None) -> dict:
+    sample = gate.sample_server()
+    if not sample.get("configured"):
+        return {"status": "pass", "observed": {"configured": False}}
+    enabled = bool(state and state.enabled)
+    # Redis down while caching is on is a warning: every answer still comes from the database.
+    status = "pass" if sample["connected"] or not enabled else "warn"
+    return {"status": status, "observed": {**sample, "caching_enabled": enabled}}
+
+
+def check_switch(state: switch.SwitchState | None) -> dict:
+    if state is None:
+        return {"status": "warn", "error": "switch state unknown (database unreachable)"}
+    return {"status": "pass", "observed": state.as_dict()}
+
+
+def check_breaker() -> dict:
+    state = gate.breaker.state
+    observed = {"state": state, "seconds_until_probe": round(gate.breaker.seconds_until_probe(), 3)}
+    return {"status": "pass" if state == "closed" else "warn", "observed": observed}
+
+
+def check_evaluator() -> dict:
+    if not settings.REDIS_MONITORING_ENABLED:
+        return {"status": "pass", "observed": {"enabled": False}}
+    try:
+        held = lease.current(LEASE)
+    except DatabaseError:
+        return {"status": "warn", "error": "unknown (database unreachable)"}
+    if held is None:
+        return {
+            "status": "warn",
+            "error": "no evaluator holds the lease",
+            "observed": {"enabled": True},
+        }
+    observed = {
+        "enabled": True,
+        "holder": held.holder,
+        "lease_expires_at": held.expires_at.isoformat(),
+    }
+    return {"status": "pass", "observed": observed}
+
+
+def full_health() -> dict:
+    state = switch_state()
+    layer = events.layer_health()
+    checks = {
+        "database": check_database(),
+        "redis": check_redis(state),
+        "switch": check_switch(state),
+        "breaker": check_breaker(),
+        "channel_layer": {"status": layer.pop("status"), "observed": layer},
+        "evaluator": check_evaluator(),
+    }
+    return document(checks)
+
+
+def readiness() -> dict:
+    state = switch_state()
+    return document({"database": check_database(), "redis": check_redis(state)})
+
+
+def document(checks: dict) -> dict:
+    now = timezone.now().isoformat()
+    for check in checks.values():
+        check.setdefault("time", now)
+    return {"status": worst(c["status"] for c in checks.values()), "time": now, "checks": checks}
+
+
+def redis_health() -> tuple[dict, int]:
+    """The runbook's /health/redis document, and its HTTP status."""
+    state = switch_state()
+    sample = gate.sample_server()
+    enabled = bool(state and state.enabled)
+    if not sample.get("configured"):
+        status = "disabled"
+    elif not enabled:
+        status = "disabled"
+    elif sample["connected"]:
+        status = "healthy" if gate.breaker.state == "closed" else "degraded"
+    else:
+        status = "unhealthy"
+    body = {
+        "status": status,
+        "redis": {
+            "enabled": enabled,
+            "source": state.source if state else "unknown",
+            "url": masked_url(settings.REDIS_URL) if settings.REDIS_URL else None,
+            "embedded": settings.REDIS_EMBEDDED,
+            "connected": sample.get("connected", False),
+            "breaker": gate.breaker.state,
+            "generation": state.generation if state else None,
+            "connectionTest": {
+                "connected": sample.get("connected", False),
+                "status": "healthy" if sample.get("connected") else "unreachable",
+                "latency_ms": sample.get("latency_ms"),
+                "error": sample.get("error"),
+            },
+            "memory": {
+                "used_bytes": sample.get("used_memory_bytes"),
+                "max_bytes": sample.get("max_memory_bytes"),
+                "used_ratio": sample.get("memory_ratio"),
+                "policy": sample.get("maxmemory_policy"),
+                "evicted_keys": sample.get("evicted_keys"),
+            },
+            "server": {
+                "version": sample.get("version"),
+                "connected_clients": sample.get("connected_clients"),
+                "ops_per_second": sample.get("ops_per_second"),
+            },
+        },
+    }
+    return body, 503 if status == "unhealthy" else 200
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

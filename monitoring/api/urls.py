@@ -1,0 +1,16 @@
+from django.urls import path
+
+from monitoring.api import stream, views
+
+app_name = "monitoring-api"
+
+urlpatterns = [
+    path("health", views.health_overall, name="health"),
+    path("health/live", views.health_live, name="health-live"),
+    path("health/ready", views.health_ready, name="health-ready"),
+    path("health/redis", views.health_redis, name="health-redis"),
+    path("metrics/performance", views.performance, name="performance"),
+    path("alerts", views.alerts, name="alerts"),
+    path("alerts/<int:alert_id>/ack", views.acknowledge, name="alert-ack"),
+    path("stream", stream.stream, name="stream"),
+]

@@ -1,0 +1,96 @@
+"""Thin views over the health, metrics and alert services."""
+
+import json
+
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from monitoring.alerts import engine
+from monitoring.api import health
+from monitoring.api.access import actor, monitoring_access
+from monitoring.api.alerts import alert_list
+from monitoring.cache import gate
+from monitoring.metrics.aggregate import WINDOWS, aggregate
+
+HEALTH_JSON = "application/health+json"
+
+
+def _health_response(document: dict) -> JsonResponse:
+    status = 503 if document["status"] == "fail" else 200
+    return JsonResponse(document, status=status, content_type=HEALTH_JSON)
+
+
+@require_GET
+def health_live(request: HttpRequest) -> JsonResponse:
+    """The process answers: nothing external is checked."""
+    return JsonResponse({"status": "pass"}, content_type=HEALTH_JSON)
+
+
+@require_GET
+def health_ready(request: HttpRequest) -> JsonResponse:
+    """Ready for traffic: the database answers (Redis down is only a warning)."""
+    return _health_response(health.readiness())
+
+
+@require_GET
+def health_overall(request: HttpRequest) -> JsonResponse:
+    return _health_response(health.full_health())
+
+
+@require_GET
+def health_redis(request: HttpRequest) -> JsonResponse:
+    body, status = health.redis_health()
+    return JsonResponse(body, status=status)
+
+
+@require_GET
+@monitoring_access
+def performance(request: HttpRequest) -> JsonResponse:
+    window = request.GET.get("window", "60s")
+    if window not in WINDOWS:
+        return JsonResponse({"error": f"window must be one of {', '.join(WINDOWS)}"}, status=400)
+    figures = aggregate(WINDOWS[window])
+    state = gate.switch.current()
+    return JsonResponse(
+        {"window": window, "switch": state.as_dict(), "breaker": gate.breaker.state, **figures}
+    )
+
+
+@require_GET
+@monitoring_access
+def alerts(request: HttpRequest) -> JsonResponse:
+    state = request.GET.get("state", "active")
+    severity = request.GET.get("severity", "")
+    try:
+        body = alert_list(state, severity, limit=int(request.GET.get("limit", "100")))
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(body)
+
+
+@require_POST
+@monitoring_access
+def acknowledge(request: HttpRequest, alert_id: int) -> JsonResponse:
+    note = _note(request)
+    try:
+        alert = engine.acknowledge(alert_id, actor(request), note, timezone.now())
+    except engine.Alert.DoesNotExist:
+        return JsonResponse({"error": f"no alert {alert_id}"}, status=404)
+    return JsonResponse(
+        {
+            "id": alert.id,
+            "acknowledged_by": alert.acknowledged_by,
+            "acknowledged_at": alert.acknowledged_at.isoformat(),
+            "note": alert.acknowledgement_note,
+        }
+    )
+
+
+def _note(request: HttpRequest) -> str:
+    if request.content_type == "application/json":
+        try:
+            return str(json.loads(request.body or b"{}").get("note", ""))
+        except (ValueError, AttributeError):
+            return ""
+    return request.POST.get("note", "")

@@ -1,0 +1,72 @@
+"""Windows in the database: written every few seconds by each process, pruned after the
+retention, and merged across every process for any period."""
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
+
+from monitoring import counters
+from monitoring.cache import gate
+from monitoring.metrics.recorder import PROCESS_ID, recorder
+from monitoring.models import MetricWindow
+
+log = logging.getLogger(__name__)
+
+
+def flush() -> MetricWindow | None:
+    """Write what this process recorded since the last flush as one window row."""
+    started, ended, requests = recorder.take()
+    cache = gate.stats.take()
+    events = counters.take()
+    breaker = gate.stats.take_breaker_changes()
+    if not (requests or cache or events or breaker):
+        return None
+    return MetricWindow.objects.create(
+        process=PROCESS_ID,
+        started_at=datetime.fromtimestamp(started, tz=UTC),
+        ended_at=datetime.fromtimestamp(ended, tz=UTC),
+        data={
+            "requests": requests,
+            "cache": cache,
+            "counters": events,
+            "breaker": {"changes": breaker, "state": gate.breaker.state},
+        },
+    )
+
+
+def prune() -> int:
+    cutoff = timezone.now() - timedelta(hours=settings.METRICS_RETENTION_HOURS)
+    deleted, _ = MetricWindow.objects.filter(ended_at__lt=cutoff).delete()
+    return deleted
+
+
+def windows_since(since: datetime) -> list[MetricWindow]:
+    return list(MetricWindow.objects.filter(ended_at__gt=since).order_by("ended_at"))
+
+
+class Flusher(threading.Thread):
+    """Writes this process's window every METRICS_FLUSH_SECONDS; prunes now and then."""
+
+    def __init__(self) -> None:
+        super().__init__(name="opsdash-metrics-flusher", daemon=True)
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        rounds = 0
+        while not self._stopping.wait(settings.METRICS_FLUSH_SECONDS):
+            rounds += 1
+            try:
+                flush()
+                if rounds % 60 == 0:
+                    prune()
+            except DatabaseError:
+                log.warning("metrics: database unreachable, window dropped")
+            finally:
+                close_old_connections()
+
+    def stop(self) -> None:
+        self._stopping.set()
