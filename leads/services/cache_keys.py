@@ -46,13 +46,29 @@ def invalidate_lead_on_commit(organization_id: int, phone: str) -> None:
     every number its organization answers on, and every lead list and counter."""
 
     def invalidate() -> None:
-        numbers = PhoneNumber.objects.filter(organization_id=organization_id).values_list(
-            "e164", flat=True
+        numbers = list(
+            PhoneNumber.objects.filter(organization_id=organization_id).values_list(
+                "e164", flat=True
+            )
         )
-        gate.invalidate(
+        dropped = gate.invalidate(
             keys=[("lead", lead_key(organization_id, phone))]
             + [("ctx", context_key(number, phone)) for number in numbers],
             groups=[("leads", LISTS_GROUP), ("counts", COUNTS_GROUP)],
         )
+        refresh_call_contexts(numbers, phone, dropped)
 
     transaction.on_commit(invalidate)
+
+
+def refresh_call_contexts(numbers: list[str], phone: str, dropped: set) -> None:
+    """Reload the call contexts a write dropped, so the caller's next call finds its context
+    warm: every call and text writes to the lead, and the next call must not pay for it."""
+    from leads.services import reads  # reads imports this module
+
+    for number in numbers:
+        key = context_key(number, phone)
+        if ("ctx", key) in dropped:
+            gate.refresh(
+                "ctx", key, lambda n=number: reads._load_call_context(n, phone), TTL["ctx"]
+            )

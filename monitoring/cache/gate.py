@@ -116,26 +116,27 @@ class CacheGate:
         self,
         keys: Iterable[tuple[str, str]] = (),
         groups: Iterable[tuple[str, str]] = (),
-    ) -> None:
+    ) -> set[tuple[str, str]]:
         """Drop entries (namespace, key) and every member of groups (namespace, group), in one
-        round trip. Call it on commit. Invalidations are sent even while caching is switched
-        off at runtime: a process that has not yet seen the flip must not keep a stale entry."""
+        round trip; returns the keys that held an entry. Call it on commit. Invalidations are
+        sent even while caching is switched off at runtime: a process that has not yet seen the
+        flip must not keep a stale entry."""
         keys, groups = list(keys), list(groups)
         if not (keys or groups):
-            return
+            return set()
         if switch.environment_source() != switch.RUNTIME:
             switch.note_skipped_invalidation()
-            return
+            return set()
         if not self._redis_usable():
             # The breaker's recovery bumps the generation, which drops these entries too.
-            return
+            return set()
         # Read the generation afresh: another process may have bumped it since this process's
         # copy was refreshed, and entries stored since then live under the new one.
         generation = self.switch.refresh().generation
         redis_keys, kinds = self._invalidation_targets(generation, keys, groups)
         namespace = (keys or groups)[0][0]
         try:
-            self._call(
+            dropped = self._call(
                 namespace, self._script("invalidate"), keys=redis_keys, args=[TOKEN_TTL, *kinds]
             )
         except REDIS_FAULTS as exc:
@@ -143,9 +144,28 @@ class CacheGate:
             self._bump_generation(
                 SwitchAudit.Action.LOST, "a cache invalidation could not reach Redis"
             )
-            return
+            return set()
         for ns, _ in keys + groups:
             self.stats.count(ns, "invalidations")
+        return {keys[position - 1] for position in dropped}
+
+    def refresh(
+        self, namespace: str, key: str, loader: Callable[[], T], ttl: int | None = None
+    ) -> None:
+        """Load an entry and store it now (write-through after an invalidation), so the next
+        reader finds it warm. Guarded like any store: if another write invalidates the key
+        while this loads, the loaded value is not stored."""
+        if not self.switch.current().enabled or not self._redis_usable():
+            return
+        names = self._names(self.switch.current().generation, namespace, key, None)
+        try:
+            token = self._call(namespace, self._redis().get, names.token)
+        except REDIS_FAULTS as exc:
+            self._fault(namespace, exc)
+            return
+        value = loader()
+        self.stats.count(namespace, "refreshes")
+        self._store(namespace, names, token, value, ttl or settings.CACHE_DEFAULT_TTL)
 
     def _invalidation_targets(self, generation, keys, groups) -> tuple[list[str], list[str]]:
         redis_keys: list[str] = []

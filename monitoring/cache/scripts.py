@@ -22,8 +22,11 @@ return 1
 
 # KEYS: pairs of (token, target)   ARGV[1]: token ttl, ARGV[i+1]: 'k' (target is a value key) or
 # 'g' (target is the member set of a group, whose every member is deleted).
+# Returns the positions (1-based, among the pairs) of the value keys that held an entry, so the
+# caller can refresh the entries that were in use.
 INVALIDATE = """
 local ttl = ARGV[1]
+local dropped = {}
 for i = 2, #ARGV do
   local token = KEYS[2 * i - 3]
   local target = KEYS[2 * i - 2]
@@ -34,8 +37,10 @@ for i = 2, #ARGV do
     for _, member in ipairs(members) do
       redis.call('DEL', member)
     end
+    redis.call('DEL', target)
+  elseif redis.call('DEL', target) == 1 then
+    table.insert(dropped, i - 1)
   end
-  redis.call('DEL', target)
 end
-return #ARGV - 1
+return dropped
 """

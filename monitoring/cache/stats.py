@@ -15,6 +15,8 @@ class NamespaceStats:
     # Stores refused because a write invalidated the key while the value was being loaded.
     stale_stores_refused: int = 0
     invalidations: int = 0
+    # Entries loaded and stored right after a write invalidated them (write-through).
+    refreshes: int = 0
     redis_calls: int = 0
     redis_seconds: float = 0.0
     redis_max_seconds: float = 0.0

@@ -15,6 +15,7 @@ CACHE_FIELDS = [
     "stores",
     "stale_stores_refused",
     "invalidations",
+    "refreshes",
     "redis_calls",
     "redis_seconds",
 ]
@@ -57,6 +58,11 @@ def percentile(buckets: list[int], fraction: float) -> float | None:
     return None
 
 
+def _at_most(value: float | None, ceiling: float) -> float | None:
+    """A percentile interpolated in its bucket never exceeds the slowest request seen."""
+    return None if value is None else round(min(value, ceiling), 2)
+
+
 def request_figures(group: dict, seconds: float) -> dict:
     count = group["count"]
     return {
@@ -66,9 +72,9 @@ def request_figures(group: dict, seconds: float) -> dict:
         "error_rate": round(group["errors"] / count, 4) if count else None,
         "status": group["status"],
         "avg_ms": round(group["latency_sum_ms"] / count, 2) if count else None,
-        "p50_ms": percentile(group["buckets"], 0.50),
-        "p95_ms": percentile(group["buckets"], 0.95),
-        "p99_ms": percentile(group["buckets"], 0.99),
+        "p50_ms": _at_most(percentile(group["buckets"], 0.50), group["latency_max_ms"]),
+        "p95_ms": _at_most(percentile(group["buckets"], 0.95), group["latency_max_ms"]),
+        "p99_ms": _at_most(percentile(group["buckets"], 0.99), group["latency_max_ms"]),
         "max_ms": round(group["latency_max_ms"], 2),
         "sql_per_request": round(group["sql"] / count, 3) if count else None,
         "histogram": {"bounds_ms": LATENCY_BUCKETS_MS, "counts": group["buckets"]},

@@ -116,3 +116,21 @@ def test_it_sends_nothing_to_redis_while_the_breaker_is_open(
         commands = commands_during(redis_server, lambda: services.call_context(ORG_NUMBER, CALLER))
     assert commands == {}
     assert gate.stats.snapshot()["ctx"]["bypassed"] == 1
+
+
+def test_it_keeps_a_callers_context_warm_across_a_write(
+    caller, redis_server, django_assert_num_queries
+):
+    services.call_context(ORG_NUMBER, CALLER)
+    thread = services.open_conversation(caller["id"], "sms", started_at=at(40))
+    commands = commands_during(
+        redis_server, lambda: services.add_message(thread.id, "customer", "new", created_at=at(41))
+    )
+    # The invalidation, then the write-through refresh: a token GET and the guarded store
+    # (whose script runs a GET of its own).
+    assert round_trips(commands) == {"evalsha": 2}
+    assert commands["get"] == 2
+    with django_assert_num_queries(0):
+        context = services.call_context(ORG_NUMBER, CALLER)
+    assert context["recent_messages"][-1]["body"] == "new"
+    assert gate.stats.snapshot()["ctx"]["refreshes"] == 2
