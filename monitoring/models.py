@@ -10,9 +10,9 @@ class CacheSwitch(models.Model):
     enabled = models.BooleanField(default=True)
     # Prefix of every cache key; bumping it makes every older entry unreachable at once.
     generation = models.PositiveBigIntegerField(default=1)
-    # Set by a write made while caching was pinned off or unconfigured (it invalidated nothing):
-    # the next process that caches bumps the generation first, so no entry older than that
-    # write is served.
+    # Set by a write that could not invalidate (caching pinned off or unconfigured here, or the
+    # circuit breaker open): the next process that caches bumps the generation first, so no
+    # entry older than that write is served.
     invalidations_skipped = models.BooleanField(default=False)
     changed_at = models.DateTimeField(null=True, blank=True)
     changed_by = models.CharField(max_length=150, blank=True)
@@ -33,9 +33,8 @@ class SwitchAudit(models.Model):
         ENABLE = "enable", "turn caching on"
         DISABLE = "disable", "turn caching off"
         FLUSH = "flush", "flush (bump generation)"
-        RECOVER = "recover", "Redis recovered (bump generation)"
         LOST = "lost", "invalidation lost (bump generation)"
-        UNPINNED = "unpinned", "caching resumed after writes while pinned off (bump generation)"
+        SKIPPED = "skipped", "writes skipped their invalidations (bump generation)"
 
     class Source(models.TextChoices):
         DASHBOARD = "dashboard"

@@ -125,10 +125,11 @@ class CacheGate:
         if not (keys or groups):
             return set()
         if switch.environment_source() != switch.RUNTIME:
-            switch.note_skipped_invalidation()
+            self._note_skipped_invalidation()
             return set()
         if not self._redis_usable():
-            # The breaker's recovery bumps the generation, which drops these entries too.
+            # Redis cannot be told: the next process to cache bumps the generation first.
+            self._note_skipped_invalidation()
             return set()
         # Read the generation afresh: another process may have bumped it since this process's
         # copy was refreshed, and entries stored since then live under the new one.
@@ -208,13 +209,22 @@ class CacheGate:
         except REDIS_FAULTS:
             self.breaker.probe_failed()
             return False
-        # Invalidations were skipped while the breaker was open: nothing cached before the
-        # outage may be served after it.
-        if not self._bump_generation(SwitchAudit.Action.RECOVER, "Redis reachable again"):
+        # If writes skipped their invalidations during the outage (here or in any process),
+        # nothing cached before it may be served after it: a new generation first.
+        try:
+            self.switch.apply(switch.resume_after_skipped_invalidations(switch.read_state()))
+        except DatabaseError:
+            log.error("cache: Redis is back but the switch cannot be read; staying open")
             self.breaker.probe_failed()
             return False
         self.breaker.close()
         return True
+
+    def _note_skipped_invalidation(self) -> None:
+        try:
+            switch.note_skipped_invalidation()
+        except DatabaseError:
+            log.error("cache: an invalidation was skipped and could not be noted")
 
     def _bump_generation(self, action: str, reason: str) -> bool:
         try:

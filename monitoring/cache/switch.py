@@ -117,8 +117,7 @@ class SwitchView:
     def refresh(self) -> SwitchState:
         try:
             state = read_state()
-            if state.stale_risk:
-                state = _resume_after_skipped_invalidations(state)
+            state = resume_after_skipped_invalidations(state)
         except DatabaseError:
             if self._state is None:
                 raise
@@ -141,21 +140,25 @@ view = SwitchView()
 
 
 def note_skipped_invalidation() -> None:
-    """A write could not invalidate because caching is pinned off or unconfigured here."""
+    """A write could not invalidate (caching pinned off or unconfigured here, or Redis
+    unreachable): whoever caches next must bump the generation first."""
     CacheSwitch.objects.filter(pk=CacheSwitch.SINGLETON_ID, invalidations_skipped=False).update(
         invalidations_skipped=True
     )
 
 
-def _resume_after_skipped_invalidations(state: SwitchState) -> SwitchState:
+def resume_after_skipped_invalidations(state: SwitchState) -> SwitchState:
+    """The state to cache with: if writes skipped their invalidations, first a new generation."""
+    if not state.stale_risk:
+        return state
     # Inside a caller's transaction the bump could roll back: bypass the cache until later.
     if connection.in_atomic_block:
         return replace(state, enabled=False)
     return bump_generation(
         actor="system",
-        reason="writes were made while caching was pinned off or unconfigured",
+        reason="writes skipped their invalidations (caching pinned off, or Redis unreachable)",
         source="system",
-        action=SwitchAudit.Action.UNPINNED,
+        action=SwitchAudit.Action.SKIPPED,
     )
 
 
