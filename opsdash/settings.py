@@ -5,6 +5,7 @@ machine: SQLite under ./var, the in-memory channel layer, and the private Redis 
 `manage.py serve` starts (or no Redis at all).
 """
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -126,7 +127,8 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
     # A file, not memory, so that a test's subprocess can open the same test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # Per process, so that two test runs on one checkout do not share (and break) one file.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 
 # --- Redis cache ----------------------------------------------------------------------------
 
@@ -293,8 +295,6 @@ LOGGING = {
 
 def environment_with(**overrides: str) -> dict[str, str]:
     """This process's environment plus `overrides`, for a child process (`manage.py serve`)."""
-    import os
-
     return {**os.environ, **overrides}
 
 

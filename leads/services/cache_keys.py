@@ -8,6 +8,7 @@ Namespaces:
 - counts: dashboard counters by status                  group "counts"
 """
 
+import functools
 import hashlib
 
 from django.db import transaction
@@ -56,19 +57,24 @@ def invalidate_lead_on_commit(organization_id: int, phone: str) -> None:
             + [("ctx", context_key(number, phone)) for number in numbers],
             groups=[("leads", LISTS_GROUP), ("counts", COUNTS_GROUP)],
         )
-        refresh_call_contexts(numbers, phone, dropped)
+        refresh_hot_entries(phone, dropped)
 
     transaction.on_commit(invalidate)
 
 
-def refresh_call_contexts(numbers: list[str], phone: str, dropped: set) -> None:
-    """Reload the call contexts a write dropped, so the caller's next call finds its context
-    warm: every call and text writes to the lead, and the next call must not pay for it."""
+def refresh_hot_entries(phone: str, dropped: set) -> None:
+    """Reload the hot entries a write dropped (the lead lookup, its call contexts), so the
+    customer's next call or text finds them warm: every call and text writes to the lead, and
+    the next one must not pay for it."""
     from leads.services import reads  # reads imports this module
 
-    for number in numbers:
-        key = context_key(number, phone)
-        if ("ctx", key) in dropped:
-            gate.refresh(
-                "ctx", key, lambda n=number: reads._load_call_context(n, phone), TTL["ctx"]
-            )
+    for namespace, key in dropped:
+        if namespace == "ctx":
+            number = key.split(":", 1)[0]
+            loader = functools.partial(reads._load_call_context, number, phone)
+        elif namespace == "lead":
+            organization_id = int(key.split(":", 1)[0])
+            loader = functools.partial(reads._load_lead, organization_id, phone)
+        else:
+            continue
+        gate.refresh(namespace, key, loader, TTL[namespace])

@@ -9,7 +9,7 @@ from django.utils import timezone
 from leads.models import Conversation, Lead, Message
 from leads.phones import InvalidPhoneNumber, normalize_phone
 from leads.services.cache_keys import invalidate_lead_on_commit
-from leads.services.reads import find_or_create_lead, organization_for_number
+from leads.services.reads import organization_for_number
 from leads.services.status import advance_status
 
 # A call reported by post-call is matched to a still-open call of the same customer this recent.
@@ -24,22 +24,30 @@ class CallNotMatched(Exception):
     """No conversation, lead or organization could be found for a provider's call report."""
 
 
-def open_call(organization_id: int, phone: str, call_sid: str | None, started_at: datetime):
-    """The voice conversation a call initiation opens (once per call SID)."""
-    lead, _ = find_or_create_lead(organization_id, phone)
+def open_call(
+    organization_id: int,
+    phone: str,
+    call_sid: str | None,
+    started_at: datetime,
+    lead_id: int | None = None,
+) -> Conversation:
+    """The voice conversation a call initiation opens (once per call SID). A write path: the
+    lead is found (or created) in the database, not through the cache."""
     with transaction.atomic():
         if call_sid:
             existing = Conversation.objects.filter(call_sid=call_sid).first()
             if existing:
                 return existing
+        if lead_id is None:
+            lead_id = Lead.objects.get_or_create(organization_id=organization_id, phone=phone)[0].id
         conversation = Conversation.objects.create(
-            lead_id=lead["id"],
+            lead_id=lead_id,
             channel=Conversation.Channel.VOICE,
             call_sid=call_sid or None,
             status=Conversation.Status.INITIATED,
             started_at=started_at,
         )
-        invalidate_lead_on_commit(organization_id, lead["phone"])
+        invalidate_lead_on_commit(organization_id, phone)
     return conversation
 
 

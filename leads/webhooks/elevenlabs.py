@@ -87,7 +87,8 @@ def answer_initiation(payload: dict) -> dict:
         counters.increment("webhook.elevenlabs.initiation_unknown_number")
         log.warning("initiation for %s: no organization answers on it", called)
         return variables.fallback_answer(customer, outbound)
-    writer.submit(record_initiation, context["organization"]["id"], customer, payload, now)
+    lead_id = context["lead"]["id"] if context["lead"] else None
+    writer.submit(record_initiation, context["organization"]["id"], customer, lead_id, payload, now)
     return variables.initiation_answer(context, customer, outbound, now)
 
 
@@ -105,13 +106,16 @@ def _context_or_none(org_number: str, customer: str) -> dict | None:
         return None
 
 
-def record_initiation(organization_id: int, customer: str, payload: dict, started_at) -> None:
+def record_initiation(
+    organization_id: int, customer: str, lead_id: int | None, payload: dict, started_at
+) -> None:
     """Deferred: the delivery row and the call's conversation (status initiated)."""
     call_sid = payload.get("call_sid") or None
     key = f"{INITIATION}:{call_sid or uuid.uuid4()}"
     resolved = {
         "organization_id": organization_id,
         "customer": customer,
+        "lead_id": lead_id,
         "started_at": started_at.isoformat(),
     }
     event, duplicate = deliveries.record(

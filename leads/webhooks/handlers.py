@@ -21,6 +21,7 @@ def initiation(payload: dict):
         resolved["customer"],
         payload.get("call_sid") or None,
         datetime.fromisoformat(resolved["started_at"]),
+        lead_id=resolved.get("lead_id"),
     )
 
 

@@ -78,12 +78,27 @@ def test_it_reads_an_unknown_callers_context_with_two_queries(
 
 def test_it_invalidates_a_write_in_one_redis_command(caller, redis_server):
     call_id = services.open_conversation(caller["id"], "sms", started_at=at(30)).id
+    gate.flush(actor="test", reason="nothing cached: count the invalidation alone", source="system")
     commands = commands_during(
         redis_server, lambda: services.add_message(call_id, "customer", "hi", created_at=at(31))
     )
     assert round_trips(commands) == {"evalsha": 1}
     # Inside it: the lead entry, its context and the two list groups, each token advanced.
     assert commands["incr"] == 4
+
+
+def test_it_refreshes_the_lead_lookup_a_write_dropped(caller, redis_server):
+    call_id = services.open_conversation(caller["id"], "sms", started_at=at(30)).id
+    services.find_or_create_lead(caller["organization_id"], CALLER)  # cached
+    commands = commands_during(
+        redis_server, lambda: services.add_message(call_id, "customer", "hi", created_at=at(31))
+    )
+    # The invalidation, then one guarded store: the lead lookup, reloaded.
+    assert round_trips(commands) == {"evalsha": 2}
+    assert gate.stats.snapshot()["lead"]["refreshes"] >= 1
+    hits = gate.stats.snapshot()["lead"]["hits"]
+    services.find_or_create_lead(caller["organization_id"], CALLER)
+    assert gate.stats.snapshot()["lead"]["hits"] == hits + 1
 
 
 def test_it_sends_nothing_to_redis_while_switched_off(
@@ -126,10 +141,11 @@ def test_it_keeps_a_callers_context_warm_across_a_write(
     commands = commands_during(
         redis_server, lambda: services.add_message(thread.id, "customer", "new", created_at=at(41))
     )
-    # The invalidation, then the write-through refresh: a token GET and the guarded store
-    # (whose script runs a GET of its own).
-    assert round_trips(commands) == {"evalsha": 2}
-    assert commands["get"] == 2
+    # The invalidation, then the write-through refresh of the two hot entries it dropped (the
+    # call context and the lead lookup): for each a token GET and the guarded store (whose
+    # script runs a GET of its own).
+    assert round_trips(commands) == {"evalsha": 3}
+    assert commands["get"] == 4
     with django_assert_num_queries(0):
         context = services.call_context(ORG_NUMBER, CALLER)
     assert context["recent_messages"][-1]["body"] == "new"
