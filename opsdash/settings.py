@@ -245,6 +245,8 @@ METRICS_ROUTE_GROUPS = [
     ("/metrics", "monitoring_api"),
     ("/admin", "admin"),
 ]
+# Route groups left out of the traffic figures the alert rules judge (monitoring's own probes).
+METRICS_NOT_TRAFFIC = ["monitoring_api"]
 METRICS_FLUSH_SECONDS = _positive_float("METRICS_FLUSH_SECONDS", default=5.0)
 METRICS_RETENTION_HOURS = env.int("METRICS_RETENTION_HOURS", default=24)
 REDIS_MONITORING_ENABLED = _strict_bool("REDIS_MONITORING_ENABLED", default=True)

@@ -54,14 +54,14 @@ def hit_rate(sample: Sample) -> float | None:
 
 
 def average_response_ms(sample: Sample) -> float | None:
-    overall = sample.minute["overall"]
+    overall = sample.minute["traffic"]
     if overall["requests"] < settings.ALERT_MIN_REQUESTS:
         return None
     return overall["avg_ms"]
 
 
 def error_rate(sample: Sample) -> float | None:
-    overall = sample.minute["overall"]
+    overall = sample.minute["traffic"]
     if overall["requests"] < settings.ALERT_MIN_REQUESTS:
         return None
     return overall["error_rate"]

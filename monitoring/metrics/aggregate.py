@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from monitoring.metrics.recorder import LATENCY_BUCKETS_MS, empty_group
@@ -119,10 +120,17 @@ def summarize(groups, caches, counters, seconds, processes) -> dict:
     cache_total = empty_cache()
     for ns in caches.values():
         merge_cache(cache_total, ns)
+    traffic = empty_group()
+    for name, group in groups.items():
+        if name not in settings.METRICS_NOT_TRAFFIC:
+            merge_group(traffic, group)
     return {
         "window_seconds": seconds,
         "processes": processes,
         "overall": request_figures(overall, seconds),
+        # What the alert rules judge: requests served to customers and providers, not the
+        # monitoring's own probes (a health check's 503 during an outage is not an error rate).
+        "traffic": request_figures(traffic, seconds),
         "route_groups": {name: request_figures(g, seconds) for name, g in sorted(groups.items())},
         "cache": cache_figures(cache_total),
         "cache_namespaces": {name: cache_figures(ns) for name, ns in sorted(caches.items())},
