@@ -245,6 +245,8 @@ METRICS_ROUTE_GROUPS = [
     ("/metrics", "monitoring_api"),
     ("/admin", "admin"),
 ]
+# false: requests are not timed or counted (the recording's cost can be measured against it).
+METRICS_ENABLED = _strict_bool("METRICS_ENABLED", default=True)
 # Route groups left out of the traffic figures the alert rules judge (monitoring's own probes).
 METRICS_NOT_TRAFFIC = ["monitoring_api"]
 METRICS_FLUSH_SECONDS = _positive_float("METRICS_FLUSH_SECONDS", default=5.0)

@@ -4,6 +4,7 @@ import time
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
 from django.db.backends.signals import connection_created
 
 from monitoring.metrics.recorder import RequestStats, current_request, recorder
@@ -38,6 +39,8 @@ class RequestMetricsMiddleware:
     async_capable = True
 
     def __init__(self, get_response) -> None:
+        if not settings.METRICS_ENABLED:
+            raise MiddlewareNotUsed("METRICS_ENABLED=false")
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
