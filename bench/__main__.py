@@ -11,23 +11,6 @@ import sys
 
 from bench import environment
 
-# name -> (module, one-line description). Add a scenario here.
-SCENARIOS = {
-    "gate": (
-        "bench.gate",
-        "per-call cost of the cache gate: hit, miss, breaker open, call context",
-    ),
-}
-
-
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    scenarios = top.add_subparsers(dest="scenario", required=True, metavar="scenario")
-    for name, (_, description) in SCENARIOS.items():
-        sub = scenarios.add_parser(name, help=description, description=description)
-        add_timing_arguments(sub)
-    return top
-
 
 def add_timing_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--iterations", type=int, default=20_000, help="timed calls per case")
@@ -37,9 +20,44 @@ def add_timing_arguments(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def add_load_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--connections", type=int, default=16, help="concurrent keep-alive clients")
+    sub.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per case first")
+    sub.add_argument("--duration", type=float, default=10.0, help="measured seconds per case")
+    sub.add_argument("--leads", type=int, default=100_000, help="leads in the big organization")
+    sub.add_argument(
+        "--callers", type=int, default=9_000, help="callers warmed for the warm cases (in all)"
+    )
+    sub.add_argument("--delay-ms", type=float, default=2.0, help="proxy delay, each direction")
+
+
+# name -> (module, one-line description, its options). Add a scenario here.
+SCENARIOS = {
+    "gate": (
+        "bench.gate",
+        "per-call cost of the cache gate: hit, miss, breaker open, call context",
+        add_timing_arguments,
+    ),
+    "initiation": (
+        "bench.initiation",
+        "the initiation webhook under load (daphne, 100k leads): floor, warm, switch off, +2 ms",
+        add_load_arguments,
+    ),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    scenarios = top.add_subparsers(dest="scenario", required=True, metavar="scenario")
+    for name, (_, description, add_arguments) in SCENARIOS.items():
+        sub = scenarios.add_parser(name, help=description, description=description)
+        add_arguments(sub)
+    return top
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    module_name, _ = SCENARIOS[args.scenario]
+    module_name, _, _ = SCENARIOS[args.scenario]
     with environment.prepared():
         return importlib.import_module(module_name).run(args)
 

@@ -37,12 +37,13 @@ class LeadCacheMixin:
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         lead = self.lead_of(obj)
-        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
 
     def delete_model(self, request, obj):
         lead = self.lead_of(obj)
+        lead_id = lead.id  # deleting the lead itself clears its id
         super().delete_model(request, obj)
-        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead_id)
 
 
 @admin.register(Lead)
@@ -78,7 +79,7 @@ class ConversationAdmin(LeadCacheMixin, admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         lead = form.instance.lead
-        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
 
 
 @admin.register(Message)

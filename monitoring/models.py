@@ -21,6 +21,9 @@ class CacheSwitch(models.Model):
     class Meta:
         verbose_name = "cache switch"
         verbose_name_plural = "cache switch"
+        permissions = [
+            ("flip_cacheswitch", "Can turn Redis caching on or off and flush the cache"),
+        ]
 
     def __str__(self) -> str:
         return f"caching {'on' if self.enabled else 'off'} (generation {self.generation})"

@@ -11,10 +11,14 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app regi
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import path  # noqa: E402
 
 from monitoring import runtime  # noqa: E402
+from monitoring.dashboard.consumers import DashboardConsumer  # noqa: E402
 
-websocket_routes: list = []
+websocket_routes = [
+    path("ws/monitoring/", DashboardConsumer.as_asgi()),
+]
 
 application = ProtocolTypeRouter(
     {

@@ -90,6 +90,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "monitoring.dashboard.context_processors.dashboard",
             ],
         },
     },
@@ -100,6 +101,9 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "login"
 STATIC_ROOT = VAR_DIR / "static"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -126,6 +130,9 @@ if DATABASE_IS_POSTGRES:
 else:
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+    # Take the write lock when a transaction starts: a read-then-write transaction (the alert
+    # evaluator's) then waits its turn instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
     # A file, not memory, so that a test's subprocess can open the same test database.
     # Per process, so that two test runs on one checkout do not share (and break) one file.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}

@@ -8,6 +8,7 @@ from leads.services.reads import (
     lead_list,
     organization_for_number,
 )
+from leads.services.timeline import lead_timeline
 from leads.services.writes import (
     add_message,
     complete_conversation,
@@ -22,6 +23,7 @@ __all__ = [
     "find_or_create_lead",
     "lead_counts",
     "lead_list",
+    "lead_timeline",
     "open_conversation",
     "organization_for_number",
     "update_lead",

@@ -6,6 +6,7 @@ Namespaces:
 - ctx:    call context by called number and caller      key "<org number>:<phone>"
 - leads:  dashboard lead lists, every variant           group "lists"
 - counts: dashboard counters by status                  group "counts"
+- timeline: a lead's page (details, conversations, messages)  key "<lead id>"
 """
 
 import functools
@@ -13,7 +14,7 @@ import hashlib
 
 from django.db import transaction
 
-from leads.models import PhoneNumber
+from leads.models import Lead, PhoneNumber
 from monitoring.cache import gate
 
 TTL = {
@@ -22,9 +23,21 @@ TTL = {
     "ctx": 3600,
     "leads": 300,
     "counts": 300,
+    "timeline": 300,
 }
+# "Not found" answers (an unknown number) are kept briefly: a number added outside the admin
+# (which flushes) is seen within this many seconds.
+NOT_FOUND_TTL = 60
 LISTS_GROUP = "lists"
 COUNTS_GROUP = "counts"
+
+
+def org_ttl(org: dict | None) -> int:
+    return TTL["org"] if org is not None else NOT_FOUND_TTL
+
+
+def context_ttl(context: dict) -> int:
+    return TTL["ctx"] if context["organization"] is not None else NOT_FOUND_TTL
 
 
 def lead_key(organization_id: int, phone: str) -> str:
@@ -41,10 +54,11 @@ def variant_key(**params) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def invalidate_lead_on_commit(organization_id: int, phone: str) -> None:
+def invalidate_lead_on_commit(organization_id: int, phone: str, lead_id: int | None = None) -> None:
     """After the current transaction commits, drop every entry a change to this lead (its row,
     its conversations, its messages) can make stale: its lookup entry, its call context under
-    every number its organization answers on, and every lead list and counter."""
+    every number its organization answers on, its timeline, and every lead list and counter.
+    Pass `lead_id` when known; without it the lead is looked up (it may have been deleted)."""
 
     def invalidate() -> None:
         numbers = list(
@@ -52,14 +66,25 @@ def invalidate_lead_on_commit(organization_id: int, phone: str) -> None:
                 "e164", flat=True
             )
         )
+        keys = [("lead", lead_key(organization_id, phone))]
+        keys += [("ctx", context_key(number, phone)) for number in numbers]
+        timeline_of = lead_id or _lead_id(organization_id, phone)
+        if timeline_of is not None:
+            keys.append(("timeline", str(timeline_of)))
         dropped = gate.invalidate(
-            keys=[("lead", lead_key(organization_id, phone))]
-            + [("ctx", context_key(number, phone)) for number in numbers],
-            groups=[("leads", LISTS_GROUP), ("counts", COUNTS_GROUP)],
+            keys=keys, groups=[("leads", LISTS_GROUP), ("counts", COUNTS_GROUP)]
         )
         refresh_hot_entries(phone, dropped)
 
     transaction.on_commit(invalidate)
+
+
+def _lead_id(organization_id: int, phone: str) -> int | None:
+    return (
+        Lead.objects.filter(organization_id=organization_id, phone=phone)
+        .values_list("id", flat=True)
+        .first()
+    )
 
 
 def refresh_hot_entries(phone: str, dropped: set) -> None:
@@ -71,10 +96,10 @@ def refresh_hot_entries(phone: str, dropped: set) -> None:
     for namespace, key in dropped:
         if namespace == "ctx":
             number = key.split(":", 1)[0]
-            loader = functools.partial(reads._load_call_context, number, phone)
+            loader, ttl = functools.partial(reads._load_call_context, number, phone), context_ttl
         elif namespace == "lead":
             organization_id = int(key.split(":", 1)[0])
-            loader = functools.partial(reads._load_lead, organization_id, phone)
+            loader, ttl = functools.partial(reads._load_lead, organization_id, phone), TTL["lead"]
         else:
             continue
-        gate.refresh(namespace, key, loader, TTL[namespace])
+        gate.refresh(namespace, key, loader, ttl)

@@ -47,7 +47,7 @@ def open_call(
             status=Conversation.Status.INITIATED,
             started_at=started_at,
         )
-        invalidate_lead_on_commit(organization_id, phone)
+        invalidate_lead_on_commit(organization_id, phone, lead_id)
     return conversation
 
 
@@ -76,15 +76,23 @@ def find_call(
 
 
 def call_parties(data: dict) -> tuple[str | None, str | None, str | None]:
-    """(organization number, customer number, call SID) of a post-call report. For an outbound
-    call the customer is the number called, for an inbound one the caller: ElevenLabs names both
-    from the agent's side (agent_number, external_number)."""
-    phone_call = (data.get("metadata") or {}).get("phone_call") or {}
-    return (
-        _phone_or_none(phone_call.get("agent_number")),
-        _phone_or_none(phone_call.get("external_number")),
-        phone_call.get("call_sid") or None,
-    )
+    """(organization number, customer number, call SID) of a post-call report. ElevenLabs names
+    both numbers from the agent's side (`metadata.phone_call`: agent_number, external_number);
+    an initiation failure carries the telephony provider's own request instead
+    (`metadata.body`: CallSid, From, To), where the customer is From on an inbound call and To
+    on an outbound one."""
+    metadata = data.get("metadata") or {}
+    phone_call = metadata.get("phone_call") or {}
+    if phone_call:
+        agent, external = phone_call.get("agent_number"), phone_call.get("external_number")
+        call_sid = phone_call.get("call_sid")
+    else:
+        body = metadata.get("body") or {}
+        outbound = str(body.get("Direction") or body.get("direction") or "").startswith("outbound")
+        caller, called = body.get("From") or body.get("from"), body.get("To") or body.get("to")
+        agent, external = (caller, called) if outbound else (called, caller)
+        call_sid = body.get("CallSid") or body.get("call_sid")
+    return _phone_or_none(agent), _phone_or_none(external), call_sid or None
 
 
 def _phone_or_none(raw) -> str | None:
@@ -120,7 +128,7 @@ def record_transcript(data: dict) -> Conversation:
         _store_turns(conversation, lead, data, started_at)
         _complete(conversation, data, started_at)
         _learn(lead, data, conversation.ended_at)
-        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return conversation
 
 
@@ -218,7 +226,7 @@ def mark_failed(data: dict) -> Conversation:
         conversation.analysis = {**conversation.analysis, "failure_reason": reason}
         conversation.save()
         lead = conversation.lead
-        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return conversation
 
 

@@ -15,7 +15,7 @@ from monitoring.cache import gate
 def organization_for_number(number: str) -> dict | None:
     """The organization answering on `number` (any format), or None."""
     number = normalize_phone(number)
-    return gate.get_or_load("org", number, lambda: _load_organization(number), TTL["org"])
+    return gate.get_or_load("org", number, lambda: _load_organization(number), cache_keys.org_ttl)
 
 
 def _load_organization(number: str) -> dict | None:
@@ -33,7 +33,7 @@ def find_or_create_lead(organization_id: int, phone: str) -> tuple[dict, bool]:
     with transaction.atomic():
         lead, created = Lead.objects.get_or_create(organization_id=organization_id, phone=phone)
         if created:
-            invalidate_lead_on_commit(organization_id, phone)
+            invalidate_lead_on_commit(organization_id, phone, lead.id)
     return lead_snapshot(lead), created
 
 
@@ -48,7 +48,9 @@ def call_context(org_number: str, phone: str) -> dict:
     first), the latest conversation summary and the number of conversations."""
     org_number, phone = normalize_phone(org_number), normalize_phone(phone)
     key = cache_keys.context_key(org_number, phone)
-    return gate.get_or_load("ctx", key, lambda: _load_call_context(org_number, phone), TTL["ctx"])
+    return gate.get_or_load(
+        "ctx", key, lambda: _load_call_context(org_number, phone), cache_keys.context_ttl
+    )
 
 
 def _load_call_context(org_number: str, phone: str) -> dict:

@@ -36,8 +36,14 @@ class UnknownNumber(Exception):
     """No organization answers on the number a text was sent to."""
 
 
+class AlreadyReceived(Exception):
+    """A text with this MessageSid is stored already (delivered again under another id)."""
+
+
 def receive_text(to: str, sender: str, body: str, message_sid: str) -> tuple[Message, str]:
     """Store an inbound text; returns it and the organization's automatic reply ("" if none)."""
+    if Message.objects.filter(provider_message_id=message_sid).exists():
+        raise AlreadyReceived(f"text {message_sid} is stored already")
     org = organization_for_number(to)
     if org is None:
         raise UnknownNumber(f"no organization answers on {to}")
@@ -101,5 +107,7 @@ def update_delivery_status(message_sid: str, status: str, error_code: str = "") 
             message.delivery_status = status
             message.delivery_error = error_code
             message.save(update_fields=["delivery_status", "delivery_error"])
-            invalidate_lead_on_commit(message.lead.organization_id, message.lead.phone)
+            invalidate_lead_on_commit(
+                message.lead.organization_id, message.lead.phone, message.lead_id
+            )
     return message

@@ -22,7 +22,7 @@ def update_lead(lead_id: int, **changes) -> Lead:
             setattr(lead, name, value)
         lead.full_clean(validate_unique=False, validate_constraints=False)
         lead.save(update_fields=[*changes, "updated_at"])
-        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return lead
 
 
@@ -43,7 +43,7 @@ def open_conversation(
             status=status,
             started_at=started_at or timezone.now(),
         )
-        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return conversation
 
 
@@ -72,7 +72,7 @@ def complete_conversation(
             setattr(conversation, name, value)
         conversation.save()
         lead = conversation.lead
-        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return conversation
 
 
@@ -104,5 +104,5 @@ def add_message(
             Lead.objects.filter(pk=lead.pk).update(
                 last_contact_at=message.created_at, updated_at=timezone.now()
             )
-        invalidate_lead_on_commit(lead.organization_id, lead.phone)
+        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return message

@@ -46,7 +46,8 @@ async def conversation_initiation(request: HttpRequest) -> JsonResponse:
         )
     except Exception as exc:  # the documented fail-safe: a caller on the line always gets an answer
         counters.increment("webhook.elevenlabs.initiation_fallback")
-        log.error("initiation answered with defaults: %s: %s", type(exc).__name__, exc)
+        detail = str(exc) or "no answer within the time budget"
+        log.error("initiation answered with defaults: %s: %s", type(exc).__name__, detail)
         answer = variables.fallback_answer(_phone_or_raw(payload.get("caller_id")))
     return JsonResponse(answer)
 
@@ -157,7 +158,12 @@ def post_call(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"status": "failed", "event": event.pk})
     if not outcome.duplicate and event_type in POST_CALL_TYPES:
         events.publish(
-            "call.updated", {"conversation_id": data["conversation_id"], "type": event_type}
+            "call.updated",
+            {
+                "conversation_id": data["conversation_id"],
+                "type": event_type,
+                "lead_id": getattr(outcome.result, "lead_id", None),
+            },
         )
     return JsonResponse({"status": outcome.event.status, "event": event.pk})
 

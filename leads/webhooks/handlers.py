@@ -47,6 +47,8 @@ def inbound_sms(payload: dict):
         )
     except InvalidPhoneNumber as exc:
         raise Ignored(f"not a phone number: {exc}") from None
+    except sms.AlreadyReceived as exc:
+        raise Ignored(str(exc)) from None
 
 
 def sms_status(payload: dict):

@@ -30,7 +30,7 @@ def verify_elevenlabs(secret: str, header: str, body: bytes, max_age: int, max_s
     if age < -max_skew:
         raise BadSignature("signature timestamp in the future")
     expected = elevenlabs_signature(secret, int(stamp), body).split("v0=", 1)[1]
-    if not hmac.compare_digest(expected, digest):
+    if not hmac.compare_digest(expected.encode(), digest.encode()):
         raise BadSignature("signature does not match")
 
 
@@ -50,7 +50,9 @@ def verify_twilio(token: str, header: str, url: str, params: dict[str, list[str]
         raise BadSignature("missing X-Twilio-Signature header")
     # Twilio may sign the URL with or without the default port; accept either form.
     for candidate in {url, _without_default_port(url), _with_default_port(url)}:
-        if hmac.compare_digest(twilio_signature(token, candidate, params), header):
+        if hmac.compare_digest(
+            twilio_signature(token, candidate, params).encode(), header.encode()
+        ):
             return
     raise BadSignature("signature does not match")
 

@@ -4,6 +4,7 @@ import logging
 from xml.sax.saxutils import escape
 
 from django.conf import settings
+from django.core.exceptions import TooManyFieldsSent
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 
@@ -33,7 +34,10 @@ def twiml(reply: str = "") -> HttpResponse:
 def _verified_params(request: HttpRequest) -> dict[str, list[str]]:
     intake.read_body(request)
     intake.require_content_type(request, FORM)
-    params = {name: request.POST.getlist(name) for name in request.POST}
+    try:
+        params = {name: request.POST.getlist(name) for name in request.POST}
+    except TooManyFieldsSent:
+        raise Rejected(400, "too many form fields") from None
     token = settings.TWILIO_AUTH_TOKEN
     if not token:
         if settings.WEBHOOK_VERIFY:
@@ -72,9 +76,9 @@ def inbound_sms(request: HttpRequest) -> HttpResponse:
     if duplicate:
         return twiml()
     outcome = deliveries.process(event, handlers.for_event(event))
-    if outcome.failed or outcome.duplicate:
-        # Answered 200 on purpose: the text is stored with its error for replay_webhooks, and
-        # an error answer would only make Twilio report a failure to nobody.
+    if outcome.failed or outcome.duplicate or outcome.result is None:
+        # Answered 200 on purpose: the text is stored (with its error, for replay_webhooks, or
+        # as ignored), and an error answer would only make Twilio report a failure to nobody.
         return twiml()
     message, reply = outcome.result
     events.publish(

@@ -13,6 +13,7 @@ from monitoring import events
 from monitoring.alerts import engine, lease, notify
 from monitoring.alerts.rules import Sample, default_rules
 from monitoring.cache import gate
+from monitoring.metrics import store
 from monitoring.metrics.aggregate import aggregate
 from monitoring.metrics.recorder import PROCESS_ID
 
@@ -37,11 +38,24 @@ def evaluate_once(now=None) -> tuple[Sample, list[engine.Transition]]:
     now = now or timezone.now()
     sample = take_sample()
     transitions = engine.evaluate(default_rules(), sample, now)
+    if sample.redis.get("configured"):
+        store.note_server_sample(server_point(sample.redis, now))
     for transition in transitions:
         events.publish("alert.transition", transition_event(transition))
         notify.notify_transition(transition)
     events.publish("monitoring.snapshot", snapshot(sample))
     return sample, transitions
+
+
+def server_point(redis: dict, now) -> dict:
+    """What the charts keep of a Redis sample."""
+    return {
+        "at": now.timestamp(),
+        "connected": bool(redis.get("connected")),
+        "latency_ms": redis.get("latency_ms"),
+        "used_memory_bytes": redis.get("used_memory_bytes"),
+        "max_memory_bytes": redis.get("max_memory_bytes"),
+    }
 
 
 def transition_event(transition: engine.Transition) -> dict:

@@ -15,10 +15,10 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 def bearer_ok(request: HttpRequest) -> bool:
     token = settings.MONITORING_TOKEN
-    header = request.headers.get("Authorization", "")
-    if not token or not header.startswith("Bearer "):
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if not token or scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
+    return hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
 def denied() -> JsonResponse:

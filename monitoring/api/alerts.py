@@ -1,6 +1,8 @@
 """Alerts as the API and the dashboard show them."""
 
-from django.db.models import Count
+from datetime import datetime
+
+from django.db.models import Count, Q, QuerySet
 
 from monitoring.models import Alert
 
@@ -13,7 +15,12 @@ STATES = {
 }
 
 
-def alert_list(state: str, severity: str = "", limit: int = 100) -> dict:
+STILL_OPEN = Q(resolved_at__isnull=True)
+
+
+def filtered_alerts(state: str, severity: str = "", since: datetime | None = None) -> QuerySet:
+    """Alerts in `state` (a key of STATES), of `severity` ("" for any), open at some time since
+    `since` (None for any time), newest first."""
     if state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}")
     if severity and severity not in Alert.Severity.values:
@@ -23,6 +30,13 @@ def alert_list(state: str, severity: str = "", limit: int = 100) -> dict:
         alerts = alerts.filter(state__in=STATES[state])
     if severity:
         alerts = alerts.filter(severity=severity)
+    if since is not None:
+        alerts = alerts.filter(Q(started_at__gte=since) | Q(resolved_at__gte=since) | STILL_OPEN)
+    return alerts
+
+
+def alert_list(state: str, severity: str = "", limit: int = 100) -> dict:
+    alerts = filtered_alerts(state, severity)
     counts = dict(alerts.values_list("severity").annotate(n=Count("id")).order_by())
     return {
         "state": state,

@@ -10,8 +10,9 @@ from monitoring.alerts import engine
 from monitoring.api import health
 from monitoring.api.access import actor, monitoring_access
 from monitoring.api.alerts import alert_list
-from monitoring.cache import gate
+from monitoring.cache import gate, switch
 from monitoring.metrics.aggregate import WINDOWS, aggregate
+from monitoring.metrics.series import series
 
 HEALTH_JSON = "application/health+json"
 
@@ -55,6 +56,41 @@ def performance(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"window": window, "switch": state.as_dict(), "breaker": gate.breaker.state, **figures}
     )
+
+
+@require_GET
+@monitoring_access
+def switch_state(request: HttpRequest) -> JsonResponse:
+    """The switch as stored now (not this process's copy): what a polling dashboard shows."""
+    return JsonResponse(switch_document(switch.read_state()))
+
+
+def switch_document(state: switch.SwitchState) -> dict:
+    return {
+        **state.as_dict(),
+        "can_flip": state.can_flip,
+        "why_unavailable": "" if state.can_flip else switch.why_unavailable(),
+        "breaker": gate.breaker.state,
+    }
+
+
+SERIES_MINUTES = range(1, 61)
+SERIES_STEPS = range(5, 301)
+
+
+@require_GET
+@monitoring_access
+def metric_series(request: HttpRequest) -> JsonResponse:
+    try:
+        minutes = int(request.GET.get("minutes", "15"))
+        step = int(request.GET.get("step", "15"))
+    except ValueError:
+        return JsonResponse({"error": "minutes and step must be whole numbers"}, status=400)
+    if minutes not in SERIES_MINUTES or step not in SERIES_STEPS:
+        return JsonResponse(
+            {"error": "minutes must be 1 to 60 and step 5 to 300 (seconds)"}, status=400
+        )
+    return JsonResponse(series(minutes, step))
 
 
 @require_GET

@@ -69,11 +69,12 @@ class CacheGate:
         namespace: str,
         key: str,
         loader: Callable[[], T],
-        ttl: int | None = None,
+        ttl: int | Callable[[T], int] | None = None,
         group: str | None = None,
     ) -> T:
-        """The cached value, or loader()'s, stored for next time. With `group`, the entry is
-        dropped by `invalidate(groups=[(namespace, group)])` along with every other member."""
+        """The cached value, or loader()'s, stored for next time. `ttl` may be a function of
+        the value (for instance shorter for "not found"). With `group`, the entry is dropped by
+        `invalidate(groups=[(namespace, group)])` along with every other member."""
         state = self.switch.current()
         if not state.enabled or not self._redis_usable():
             self.stats.count(namespace, "bypassed")
@@ -95,7 +96,7 @@ class CacheGate:
                 return value
         self.stats.count(namespace, "misses")
         value = loader()
-        self._store(namespace, names, token, value, ttl or settings.CACHE_DEFAULT_TTL)
+        self._store(namespace, names, token, value, _seconds(ttl, value))
         return value
 
     def _store(self, namespace: str, names: _Names, token: bytes | None, value: Any, ttl: int):
@@ -151,7 +152,11 @@ class CacheGate:
         return {keys[position - 1] for position in dropped}
 
     def refresh(
-        self, namespace: str, key: str, loader: Callable[[], T], ttl: int | None = None
+        self,
+        namespace: str,
+        key: str,
+        loader: Callable[[], T],
+        ttl: int | Callable[[T], int] | None = None,
     ) -> None:
         """Load an entry and store it now (write-through after an invalidation), so the next
         reader finds it warm. Guarded like any store: if another write invalidates the key
@@ -166,7 +171,7 @@ class CacheGate:
             return
         value = loader()
         self.stats.count(namespace, "refreshes")
-        self._store(namespace, names, token, value, ttl or settings.CACHE_DEFAULT_TTL)
+        self._store(namespace, names, token, value, _seconds(ttl, value))
 
     def _invalidation_targets(self, generation, keys, groups) -> tuple[list[str], list[str]]:
         redis_keys: list[str] = []
@@ -338,6 +343,12 @@ class CacheGate:
     def _on_setting_changed(self, *, setting: str, **kwargs) -> None:
         if setting in _RESETTING_SETTINGS:
             self.reset()
+
+
+def _seconds(ttl, value) -> int:
+    if callable(ttl):
+        ttl = ttl(value)
+    return ttl or settings.CACHE_DEFAULT_TTL
 
 
 def server_figures(info: dict) -> dict:

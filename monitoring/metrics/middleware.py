@@ -28,7 +28,9 @@ def _install_query_counter(sender, connection, **kwargs) -> None:
     # Every connection, in any thread: sync_to_async copies the request's context, so a query
     # run in a worker thread is counted against the request that caused it.
     if count_query not in connection.execute_wrappers:
-        connection.execute_wrappers.append(count_query)
+        # First, not last: `connection.execute_wrapper()` pops the last wrapper when its block
+        # ends, and must not take this one with it.
+        connection.execute_wrappers.insert(0, count_query)
 
 
 connection_created.connect(_install_query_counter, dispatch_uid="opsdash-count-queries")

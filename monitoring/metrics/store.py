@@ -15,6 +15,23 @@ from monitoring.metrics.recorder import PROCESS_ID, recorder
 from monitoring.models import MetricWindow
 
 log = logging.getLogger(__name__)
+_server_lock = threading.Lock()
+_server_sample: dict | None = None
+
+
+def note_server_sample(sample: dict) -> None:
+    """Keep the evaluator's latest sample of the Redis server (PING latency, memory) for the
+    next window, so the charts have the server's history too."""
+    global _server_sample
+    with _server_lock:
+        _server_sample = sample
+
+
+def _take_server_sample() -> dict | None:
+    global _server_sample
+    with _server_lock:
+        sample, _server_sample = _server_sample, None
+    return sample
 
 
 def flush() -> MetricWindow | None:
@@ -23,18 +40,22 @@ def flush() -> MetricWindow | None:
     cache = gate.stats.take()
     events = counters.take()
     breaker = gate.stats.take_breaker_changes()
-    if not (requests or cache or events or breaker):
+    server = _take_server_sample()
+    if not (requests or cache or events or breaker or server):
         return None
+    data = {
+        "requests": requests,
+        "cache": cache,
+        "counters": events,
+        "breaker": {"changes": breaker, "state": gate.breaker.state},
+    }
+    if server:
+        data["server"] = server
     return MetricWindow.objects.create(
         process=PROCESS_ID,
         started_at=datetime.fromtimestamp(started, tz=UTC),
         ended_at=datetime.fromtimestamp(ended, tz=UTC),
-        data={
-            "requests": requests,
-            "cache": cache,
-            "counters": events,
-            "breaker": {"changes": breaker, "state": gate.breaker.state},
-        },
+        data=data,
     )
 
 

@@ -83,8 +83,9 @@ def test_it_invalidates_a_write_in_one_redis_command(caller, redis_server):
         redis_server, lambda: services.add_message(call_id, "customer", "hi", created_at=at(31))
     )
     assert round_trips(commands) == {"evalsha": 1}
-    # Inside it: the lead entry, its context and the two list groups, each token advanced.
-    assert commands["incr"] == 4
+    # Inside it: the lead entry, its context, its timeline and the two list groups, each token
+    # advanced.
+    assert commands["incr"] == 5
 
 
 def test_it_refreshes_the_lead_lookup_a_write_dropped(caller, redis_server):

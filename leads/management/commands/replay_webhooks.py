@@ -28,7 +28,8 @@ class Command(BaseCommand):
         for event in events:
             label = f"#{event.pk} {event.provider} {event.event_type} {event.idempotency_key}"
             if dry_run:
-                self.stdout.write(f"  would replay {label}: {event.error.splitlines()[-1:]}")
+                last_line = event.error.splitlines()[-1] if event.error else ""
+                self.stdout.write(f"  would replay {label}: {last_line}")
                 continue
             outcome = deliveries.process(event, handlers.for_event(event))
             if outcome.failed:
@@ -38,4 +39,5 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(self.style.SUCCESS(f"  {label}: {outcome.event.status}"))
         if still_failing:
-            raise CommandError(f"{still_failing} deliveries still fail")
+            noun = "delivery still fails" if still_failing == 1 else "deliveries still fail"
+            raise CommandError(f"{still_failing} {noun}")

@@ -1,0 +1,1 @@
+"""The lead pages of the dashboard: the list and each lead's conversation timeline."""

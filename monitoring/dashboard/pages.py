@@ -1,0 +1,137 @@
+"""What the dashboard pages show, assembled from the monitoring services (no requests here)."""
+
+from dataclasses import dataclass
+
+from monitoring.api import health
+from monitoring.api.alerts import filtered_alerts
+from monitoring.cache import gate, switch
+
+SOURCE_LABELS = {
+    switch.RUNTIME: "runtime switch",
+    switch.ENVIRONMENT: "pinned off by the environment (REDIS_ENABLED=false)",
+    switch.UNCONFIGURED: "not configured (no REDIS_URL)",
+}
+TILES = [
+    ("database", "Database"),
+    ("redis", "Redis"),
+    ("switch", "Switch"),
+    ("breaker", "Breaker"),
+    ("channel_layer", "Channel layer"),
+    ("evaluator", "Evaluator"),
+]
+# The overview's charts: (id, title, unit). The page's script knows which figure each draws.
+CHARTS = [
+    ("hit-rate", "Cache hit rate", "%"),
+    ("request-rate", "Requests", "req/s"),
+    ("latency", "Latency p50 / p95, all requests", "ms"),
+    ("error-rate", "Error rate (5xx)", "%"),
+    ("redis-latency", "Redis latency", "ms"),
+    ("redis-memory", "Redis memory", "MB"),
+]
+
+
+@dataclass(frozen=True)
+class Tile:
+    name: str
+    label: str
+    status: str
+    detail: str
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace("_", "-")
+
+
+def switch_panel() -> dict:
+    """The switch as stored now, with what the page says about it."""
+    state = switch.read_state()
+    return {
+        "state": state,
+        "source_label": SOURCE_LABELS[state.source],
+        "why_unavailable": "" if state.can_flip else switch.why_unavailable(),
+    }
+
+
+def overview() -> dict:
+    document = health.full_health()
+    return {
+        "health_status": document["status"],
+        "tiles": [tile(name, label, document["checks"][name]) for name, label in TILES],
+        "switch": switch_panel(),
+        "active_alerts": list(filtered_alerts("active")),
+        "charts": CHARTS,
+    }
+
+
+def tile(name: str, label: str, check: dict) -> Tile:
+    return Tile(name, label, check["status"], tile_detail(name, check))
+
+
+def tile_detail(name: str, check: dict) -> str:
+    """One line about a health check (the page's script says the same from the health API)."""
+    if check.get("error"):
+        return check["error"]
+    observed = check.get("observed", {})
+    return DETAILS[name](observed)
+
+
+def _database(observed: dict) -> str:
+    return f"{observed.get('vendor', '?')} · {observed.get('latency_ms', '?')} ms"
+
+
+def _redis(observed: dict) -> str:
+    if not observed.get("configured"):
+        return "not configured"
+    if not observed.get("connected"):
+        return f"unreachable: {observed.get('error', 'no answer')}"
+    text = f"ping {observed.get('latency_ms')} ms"
+    used = observed.get("used_memory_bytes")
+    if used is not None:
+        text += f" · {megabytes(used)} MB"
+        if observed.get("max_memory_bytes"):
+            text += f" of {megabytes(observed['max_memory_bytes'])} MB"
+    return text
+
+
+def _switch(observed: dict) -> str:
+    caching = "on" if observed.get("enabled") else "off"
+    return f"caching {caching} · {observed.get('source')} · generation {observed.get('generation')}"
+
+
+def _breaker(observed: dict) -> str:
+    if observed.get("state") == "closed":
+        return "closed"
+    return f"{observed.get('state')} · probe in {observed.get('seconds_until_probe')} s"
+
+
+def _channel_layer(observed: dict) -> str:
+    backend = str(observed.get("backend") or "none")
+    return f"{backend}: {observed['error']}" if observed.get("error") else backend
+
+
+def _evaluator(observed: dict) -> str:
+    if not observed.get("enabled"):
+        return "turned off (REDIS_MONITORING_ENABLED=false)"
+    return f"held by {observed.get('holder')}"
+
+
+DETAILS = {
+    "database": _database,
+    "redis": _redis,
+    "switch": _switch,
+    "breaker": _breaker,
+    "channel_layer": _channel_layer,
+    "evaluator": _evaluator,
+}
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 1048576:.1f}"
+
+
+def flush_cache(*, actor: str, reason: str) -> switch.SwitchState:
+    """Bump the generation from the dashboard; refused, like a flip, when the environment pins
+    caching off or no Redis is configured (there is nothing cached to flush)."""
+    if switch.environment_source() != switch.RUNTIME:
+        raise switch.SwitchUnavailable(switch.why_unavailable())
+    return gate.flush(actor=actor, reason=reason, source="dashboard")

@@ -1,0 +1,119 @@
+"""Dashboard pages and actions: parse, call a service, render (or redirect with a message)."""
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from monitoring.alerts import engine
+from monitoring.api.alerts import filtered_alerts
+from monitoring.cache import switch
+from monitoring.dashboard import pages
+from monitoring.dashboard.access import flip_permission_required, may_flip, staff_required
+from monitoring.dashboard.forms import AcknowledgeForm, AlertFilterForm, ReasonForm, SwitchForm
+from monitoring.models import Alert, SwitchAudit
+
+ALERTS_SHOWN = 200
+AUDIT_PAGE_SIZE = 50
+
+
+@require_GET
+@staff_required
+def overview(request: HttpRequest) -> HttpResponse:
+    context = {**pages.overview(), "may_flip": may_flip(request.user)}
+    return render(request, "monitoring/dashboard/overview.html", context)
+
+
+@require_GET
+@staff_required
+def alert_list(request: HttpRequest) -> HttpResponse:
+    form = AlertFilterForm(request.GET or None)
+    alerts = filtered_alerts(**form.filters())
+    context = {"form": form, "alerts": alerts[:ALERTS_SHOWN], "shown_limit": ALERTS_SHOWN}
+    return render(request, "monitoring/dashboard/alerts.html", context)
+
+
+@require_GET
+@staff_required
+def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
+    alert = get_object_or_404(
+        Alert.objects.prefetch_related("transitions", "deliveries"), pk=alert_id
+    )
+    return render(request, "monitoring/dashboard/alert_detail.html", {"alert": alert})
+
+
+@require_POST
+@staff_required
+def acknowledge_alert(request: HttpRequest, alert_id: int) -> HttpResponse:
+    form = AcknowledgeForm(request.POST)
+    note = form.cleaned_data["note"] if form.is_valid() else ""
+    try:
+        alert = engine.acknowledge(alert_id, request.user.get_username(), note, timezone.now())
+    except Alert.DoesNotExist:
+        raise Http404(f"no alert {alert_id}") from None
+    messages.success(request, f"Alert {alert.rule} acknowledged.")
+    return redirect(_next_or(request, reverse("dashboard:alert-detail", args=[alert_id])))
+
+
+@require_GET
+@staff_required
+def switch_history(request: HttpRequest) -> HttpResponse:
+    audits = Paginator(SwitchAudit.objects.all(), AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"audits": audits, "switch": pages.switch_panel()}
+    return render(request, "monitoring/dashboard/switch_history.html", context)
+
+
+@require_POST
+@flip_permission_required
+def flip_switch(request: HttpRequest) -> HttpResponse:
+    form = SwitchForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Nothing changed. {form.error_text()}")
+        return _back_to_switch()
+    try:
+        state = switch.set_caching(
+            form.cleaned_data["enabled"],
+            actor=request.user.get_username(),
+            reason=form.cleaned_data["reason"],
+            source="dashboard",
+        )
+    except switch.SwitchUnavailable as exc:
+        messages.error(request, f"The switch cannot be flipped: {exc}.")
+        return _back_to_switch()
+    caching = "on" if state.enabled else "off"
+    messages.success(request, f"Caching is now {caching} (generation {state.generation}).")
+    return _back_to_switch()
+
+
+@require_POST
+@flip_permission_required
+def flush_cache(request: HttpRequest) -> HttpResponse:
+    form = ReasonForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Nothing flushed. {form.error_text()}")
+        return _back_to_switch()
+    try:
+        state = pages.flush_cache(
+            actor=request.user.get_username(), reason=form.cleaned_data["reason"]
+        )
+    except switch.SwitchUnavailable as exc:
+        messages.error(request, f"The cache cannot be flushed: {exc}.")
+        return _back_to_switch()
+    messages.success(request, f"Cache flushed: now generation {state.generation}.")
+    return _back_to_switch()
+
+
+def _back_to_switch() -> HttpResponse:
+    return redirect(reverse("dashboard:overview") + "#switch")
+
+
+def _next_or(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next", "")
+    allowed = url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return target if target and allowed else default
