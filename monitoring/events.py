@@ -1,5 +1,6 @@
 """Live-update events for the dashboard, sent to one channel-layer group."""
 
+import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
@@ -8,6 +9,8 @@ from channels.layers import get_channel_layer
 log = logging.getLogger(__name__)
 
 DASHBOARD_GROUP = "monitoring.dashboard"
+# A hung channel-layer Redis must not hold a health check (or the page that shows it).
+HEALTH_TIMEOUT = 0.5
 
 
 def publish(event_type: str, payload: dict) -> bool:
@@ -34,8 +37,14 @@ def layer_health() -> dict:
     if layer is None:
         return {"status": "fail", "backend": None, "error": "no channel layer configured"}
     backend = type(layer).__name__
+
+    async def probe() -> None:
+        message = {"type": "health.check"}
+        await asyncio.wait_for(layer.group_send("opsdash.health", message), HEALTH_TIMEOUT)
+
     try:
-        async_to_sync(layer.group_send)("opsdash.health", {"type": "health.check"})
+        async_to_sync(probe)()
     except Exception as exc:  # any backend's fault is a failed check, reported, not raised
-        return {"status": "warn", "backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+        detail = str(exc) or f"no answer within {HEALTH_TIMEOUT} s"
+        return {"status": "warn", "backend": backend, "error": f"{type(exc).__name__}: {detail}"}
     return {"status": "pass", "backend": backend}

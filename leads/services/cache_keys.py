@@ -76,7 +76,13 @@ def invalidate_lead_on_commit(organization_id: int, phone: str, lead_id: int | N
         )
         refresh_hot_entries(phone, dropped)
 
-    transaction.on_commit(invalidate)
+    # Robust: a failure here is logged by Django and never undoes or fails the committed write.
+    transaction.on_commit(invalidate, robust=True)
+
+
+def invalidate_timeline_on_commit(lead_id: int) -> None:
+    """After commit, drop only the lead's page (for writes nothing else shows)."""
+    transaction.on_commit(lambda: gate.invalidate(keys=[("timeline", str(lead_id))]), robust=True)
 
 
 def _lead_id(organization_id: int, phone: str) -> int | None:

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from leads.models import Conversation, Lead, Message
 from leads.phones import InvalidPhoneNumber, normalize_phone
-from leads.services.cache_keys import invalidate_lead_on_commit
+from leads.services.cache_keys import invalidate_lead_on_commit, invalidate_timeline_on_commit
 from leads.services.reads import organization_for_number
 from leads.services.status import advance_status
 
@@ -38,8 +38,10 @@ def open_call(
             existing = Conversation.objects.filter(call_sid=call_sid).first()
             if existing:
                 return existing
+        created = False
         if lead_id is None:
-            lead_id = Lead.objects.get_or_create(organization_id=organization_id, phone=phone)[0].id
+            lead, created = Lead.objects.get_or_create(organization_id=organization_id, phone=phone)
+            lead_id = lead.id
         conversation = Conversation.objects.create(
             lead_id=lead_id,
             channel=Conversation.Channel.VOICE,
@@ -47,7 +49,12 @@ def open_call(
             status=Conversation.Status.INITIATED,
             started_at=started_at,
         )
-        invalidate_lead_on_commit(organization_id, phone, lead_id)
+        if created:
+            invalidate_lead_on_commit(organization_id, phone, lead_id)
+        else:
+            # A call in progress is not in the caller's call context (see reads), only on the
+            # lead's page: the context stays warm for the next call.
+            invalidate_timeline_on_commit(lead_id)
     return conversation
 
 

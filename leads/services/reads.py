@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q
 
 from leads.models import Conversation, Lead, Message, Organization
 from leads.phones import normalize_phone
@@ -73,9 +73,11 @@ def _load_call_context(org_number: str, phone: str) -> dict:
         .order_by("-created_at", "-id")[: settings.CALL_CONTEXT_MESSAGES]
     )
     context["recent_messages"] = [message_snapshot(m) for m in reversed(messages)]
-    stats = Conversation.objects.filter(lead=lead).aggregate(
-        count=Count("id"), last=Max("started_at")
+    # A call still ringing in (initiated) is not a previous conversation of the caller.
+    previous = Conversation.objects.filter(lead=lead).exclude(
+        channel=Conversation.Channel.VOICE, status=Conversation.Status.INITIATED
     )
+    stats = previous.aggregate(count=Count("id"), last=Max("started_at"))
     context["conversation_count"] = stats["count"]
     context["last_conversation_at"] = stats["last"]
     summarized = (
@@ -122,7 +124,9 @@ def _load_lead_list(organization_id, search, status, page, per_page) -> dict:
         leads = leads.filter(_search_filter(search))
     total = leads.count()
     start = (page - 1) * per_page
-    rows = leads.order_by("-last_contact_at", "-id")[start : start + per_page]
+    rows = leads.order_by(F("last_contact_at").desc(nulls_last=True), "-id")[
+        start : start + per_page
+    ]
     return {
         "total": total,
         "page": page,

@@ -151,3 +151,20 @@ def test_it_keeps_a_callers_context_warm_across_a_write(
         context = services.call_context(ORG_NUMBER, CALLER)
     assert context["recent_messages"][-1]["body"] == "new"
     assert gate.stats.snapshot()["ctx"]["refreshes"] == 2
+
+
+def test_it_keeps_the_context_warm_when_a_known_caller_calls_again(
+    caller, redis_server, django_assert_num_queries
+):
+    from leads.services import calls
+
+    services.call_context(ORG_NUMBER, CALLER)
+    commands = commands_during(
+        redis_server,
+        lambda: calls.open_call(caller["organization_id"], CALLER, "CA42", at(50), caller["id"]),
+    )
+    # Only the lead's page is dropped: a call in progress is not in the call context.
+    assert round_trips(commands) == {"evalsha": 1}
+    assert commands["incr"] == 1
+    with django_assert_num_queries(0):
+        services.call_context(ORG_NUMBER, CALLER)
