@@ -105,6 +105,8 @@ class Alert(models.Model):
     value = models.FloatField(null=True)
     threshold = models.FloatField()
     started_at = models.DateTimeField()
+    # Since when the condition has held without a break: the `for` clock of a pending alert.
+    breaching_since = models.DateTimeField(null=True, blank=True)
     fired_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)

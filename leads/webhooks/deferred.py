@@ -36,6 +36,9 @@ class DeferredWriter:
             time.sleep(0.002)
         return True
 
+    def pending(self) -> int:
+        return self._jobs.unfinished_tasks
+
     def _ensure_worker(self) -> None:
         if self._worker is not None and self._worker.is_alive():
             return
@@ -71,5 +74,11 @@ class DeferredWriter:
         log.error("deferred %s gave up; its input: %r", job.__name__, args)
 
 
+def _drain_at_exit() -> None:
+    if not writer.drain(5.0):
+        counters.increment("deferred.lost", writer.pending())
+        log.error("deferred: %s writes still queued at exit are lost", writer.pending())
+
+
 writer = DeferredWriter()
-atexit.register(writer.drain, 5.0)
+atexit.register(_drain_at_exit)

@@ -49,16 +49,21 @@ def step(rule: Rule, value: float | None, now: datetime) -> list[Transition]:
             value=value,
             threshold=rule.threshold,
             started_at=now,
+            breaching_since=now,
         )
         opened = [_move(alert, "", Alert.State.PENDING, value, now)]
         return opened + _fire_if_due(rule, alert, value, now)
     alert.value = value if value is not None else alert.value
     if alert.state == Alert.State.PENDING:
         if rule.breaching(value):
+            alert.breaching_since = alert.breaching_since or now
             return _fire_if_due(rule, alert, value, now)
         if rule.cleared(value):
             return [_resolve(alert, value, now, note="condition passed before its for duration")]
-        alert.save(update_fields=["value"])
+        # Back inside the threshold but not yet clear: still pending, and the `for` clock
+        # starts again at the next breach (the condition must hold for the whole duration).
+        alert.breaching_since = None
+        alert.save(update_fields=["value", "breaching_since"])
         return []
     if rule.cleared(value):
         return [_resolve(alert, value, now)]
@@ -70,8 +75,8 @@ OPEN = [Alert.State.PENDING, Alert.State.FIRING]
 
 
 def _fire_if_due(rule: Rule, alert: Alert, value, now) -> list[Transition]:
-    if (now - alert.started_at).total_seconds() < rule.for_seconds:
-        alert.save(update_fields=["value"])
+    if (now - alert.breaching_since).total_seconds() < rule.for_seconds:
+        alert.save(update_fields=["value", "breaching_since"])
         return []
     alert.state = Alert.State.FIRING
     alert.fired_at = now

@@ -101,6 +101,9 @@ class Evaluator(threading.Thread):
         except DatabaseError:
             log.warning("evaluator: database unreachable, round skipped")
             return False
+        except Exception:  # the loop must outlive any one round's bug: logged, next round runs
+            log.exception("evaluator: round failed")
+            return False
         finally:
             close_old_connections()
 

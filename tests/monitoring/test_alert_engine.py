@@ -327,3 +327,18 @@ def test_it_opens_the_warning_and_the_critical_response_time_alerts_separately()
     assert states_after(95.0, 90)["response_time_high"] == "firing"
     assert states_after(90.0, 120)["response_time_high"] == "resolved"
     assert Alert.objects.count() == 2
+
+
+def test_it_restarts_the_for_clock_when_a_pending_value_dips_inside_the_threshold():
+    rule = Rule("hover", "warning", "hover", lambda sample: sample.extra["v"], 10.0, True, 8.0, 60)
+    t0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+    def at(seconds, value):
+        sample = Sample(True, {}, {}, {}, {"v": value})
+        return engine.evaluate([rule], sample, t0 + timedelta(seconds=seconds))
+
+    at(0, 11.0)  # pending
+    at(30, 9.0)  # inside the threshold, not clear: still pending, clock stopped
+    assert [t.to_state for t in at(61, 11.0)] == []  # breaching again: a new 60 s starts
+    assert [t.to_state for t in at(120, 11.0)] == []
+    assert [t.to_state for t in at(121, 11.0)] == ["firing"]
