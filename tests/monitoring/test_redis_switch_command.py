@@ -163,3 +163,25 @@ def test_it_refuses_to_flip_a_switch_without_redis():
 def test_it_rejects_an_unknown_action():
     with pytest.raises(CommandError, match="invalid choice: 'toggle'"):
         redis_switch("toggle")
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(REDIS_URL="redis://127.0.0.1:1/0")
+def test_it_flushes_the_cache_from_the_command_line():
+    out = StringIO()
+    call_command("redis_switch", "flush", "--reason", "bad data cached", stdout=out)
+    assert "cache flushed: generation 2" in out.getvalue()
+    audit = SwitchAudit.objects.get()
+    assert (audit.action, audit.source, audit.reason, audit.generation) == (
+        "flush",
+        "cli",
+        "bad data cached",
+        2,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_refuses_a_flush_without_a_reason():
+    with pytest.raises(CommandError, match="--reason is required"):
+        call_command("redis_switch", "flush", stdout=StringIO())
+    assert SwitchAudit.objects.count() == 0

@@ -7,13 +7,13 @@ from monitoring.cache import switch
 
 class Command(BaseCommand):
     help = (
-        "Show or flip the REDIS_ENABLED runtime switch (for when the dashboard is unreachable). "
-        "Exit status 1 when the switch cannot be flipped."
+        "Show or flip the REDIS_ENABLED runtime switch, or flush the cache (bump the generation), "
+        "for when the dashboard is unreachable. Exit status 1 when the switch cannot be flipped."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=["status", "on", "off"])
-        parser.add_argument("--reason", default="", help="why (required for on and off)")
+        parser.add_argument("action", choices=["status", "on", "off", "flush"])
+        parser.add_argument("--reason", default="", help="why (required for on, off and flush)")
         parser.add_argument("--actor", default="", help="who (default: the OS user)")
 
     def handle(self, *args, action: str, reason: str, actor: str, **options):
@@ -22,13 +22,14 @@ class Command(BaseCommand):
             return
         if not reason.strip():
             raise CommandError("--reason is required: say why you are flipping the switch")
+        actor = actor or f"{getpass.getuser()} (cli)"
+        if action == "flush":
+            state = switch.bump_generation(actor=actor, reason=reason, source="cli")
+            self.stdout.write(self.style.SUCCESS(f"cache flushed: generation {state.generation}"))
+            self._print(state)
+            return
         try:
-            state = switch.set_caching(
-                action == "on",
-                actor=actor or f"{getpass.getuser()} (cli)",
-                reason=reason,
-                source="cli",
-            )
+            state = switch.set_caching(action == "on", actor=actor, reason=reason, source="cli")
         except switch.SwitchUnavailable as exc:
             raise CommandError(f"cannot switch caching {action}: {exc}") from exc
         self.stdout.write(self.style.SUCCESS(f"caching is now {'on' if state.enabled else 'off'}"))
