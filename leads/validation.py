@@ -22,10 +22,12 @@ from leads import services
 from leads.models import Organization, PhoneNumber
 from leads.services import cache_keys, reads
 from monitoring.cache import gate, switch
-from monitoring.validation import ValidationContext, failed, passed, register, skipped
+from monitoring.cache.diagnostics import caching_on_in_this_process
+from monitoring.validation import Outcome, ValidationContext, failed, passed, register, skipped
 
-NEEDS_CACHE = ["connection", "switch"]
+NEEDS_REDIS = ["connection"]
 SHARED_KEY = "leads.scratch"
+FORCED_KEY = "leads.caching_forced"
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,25 @@ def _delete_scratch(organization_id: int, number: str, callers: list[str]) -> No
     )
 
 
+def cache_unavailable(context: ValidationContext) -> Outcome | None:
+    """None when the checks can cache, else why not (a skip). While the switch is off at
+    runtime (rollout phase 1), caching is forced on in this process only, for the rest of the
+    run: what caching will do can be shown before it is turned on."""
+    state = switch.read_state()
+    if state.source != switch.RUNTIME:
+        return skipped(f"caching cannot run here: {switch.why_unavailable()}")
+    if not state.enabled and FORCED_KEY not in context.shared:
+        context.cleanup.enter_context(caching_on_in_this_process())
+        context.shared[FORCED_KEY] = True
+    return None
+
+
+def forced_note(context: ValidationContext) -> str:
+    if context.shared.get(FORCED_KEY):
+        return " (caching forced on in this process only: the switch stays off)"
+    return ""
+
+
 def sql_during(action) -> tuple[object, int]:
     """(action's result, SQL queries it ran), not counting the switch's own periodic re-read
     (every SWITCH_REFRESH_SECONDS, whatever is read)."""
@@ -99,8 +120,10 @@ def sql_during(action) -> tuple[object, int]:
 # --- function -----------------------------------------------------------------------------
 
 
-@register("call_context_cached", "function", weight=2, requires=NEEDS_CACHE)
+@register("call_context_cached", "function", weight=2, requires=NEEDS_REDIS)
 def call_context_cached(context: ValidationContext):
+    if unavailable := cache_unavailable(context):
+        return unavailable
     lead = scratch(context)
     first = services.call_context(lead.number, lead.phone)
     second, queries = sql_during(lambda: services.call_context(lead.number, lead.phone))
@@ -113,12 +136,14 @@ def call_context_cached(context: ValidationContext):
         return failed("the cached call context differs from the one loaded from the database")
     return passed(
         f"a scratch lead's call context ({len(second['recent_messages'])} messages) was stored; "
-        "the next read ran 0 SQL queries"
+        f"the next read ran 0 SQL queries{forced_note(context)}"
     )
 
 
-@register("invalidation_on_write", "function", weight=2, requires=NEEDS_CACHE)
+@register("invalidation_on_write", "function", weight=2, requires=NEEDS_REDIS)
 def invalidation_on_write(context: ValidationContext):
+    if unavailable := cache_unavailable(context):
+        return unavailable
     lead = scratch(context)
     services.call_context(lead.number, lead.phone)
     renamed = f"{lead.marker} renamed"
@@ -126,10 +151,13 @@ def invalidation_on_write(context: ValidationContext):
     shown = (services.call_context(lead.number, lead.phone)["lead"] or {}).get("name")
     if shown != renamed:
         return failed(f"after update_lead the next read still shows {shown!r}, not {renamed!r}")
-    return passed("after update_lead committed, the next read of its call context showed it")
+    return passed(
+        "after update_lead committed, the next read of its call context showed it"
+        + forced_note(context)
+    )
 
 
-@register("generation_bump", "function", requires=NEEDS_CACHE)
+@register("generation_bump", "function", requires=["connection", "switch"])
 def generation_bump(context: ValidationContext):
     """Turning caching back on must make every older entry unreachable. Showing that means
     flipping the deployment's switch (off, then on: audited) and bumping its generation, which
@@ -183,8 +211,10 @@ def _flip_off_write_and_on(lead: Scratch, changed: str) -> switch.SwitchState:
 # --- performance --------------------------------------------------------------------------
 
 
-@register("cached_read_speed", "performance", weight=2, requires=NEEDS_CACHE)
+@register("cached_read_speed", "performance", weight=2, requires=NEEDS_REDIS)
 def cached_read_speed(context: ValidationContext):
+    if unavailable := cache_unavailable(context):
+        return unavailable
     lead = scratch(context)
     samples = max(1, context.options.samples)
     services.call_context(lead.number, lead.phone)
@@ -197,7 +227,8 @@ def cached_read_speed(context: ValidationContext):
     database = [
         _timed_ms(reads._load_call_context, lead.number, lead.phone) for _ in range(samples)
     ]
-    return speedup_outcome(cached, database, context.options.min_speedup)
+    outcome = speedup_outcome(cached, database, context.options.min_speedup)
+    return Outcome(outcome.status, outcome.detail + forced_note(context))
 
 
 def speedup_outcome(cached_ms: list[float], database_ms: list[float], min_speedup: float):

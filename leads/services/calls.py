@@ -3,7 +3,7 @@ post-call webhook. Each function is idempotent: a replayed delivery changes noth
 
 from datetime import UTC, datetime, timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from leads.models import Conversation, Lead, Message
@@ -33,6 +33,17 @@ def open_call(
 ) -> Conversation:
     """The voice conversation a call initiation opens (once per call SID). A write path: the
     lead is found (or created) in the database, not through the cache."""
+    try:
+        return _open_call(organization_id, phone, call_sid, started_at, lead_id)
+    except IntegrityError:
+        # The same call opened concurrently (the initiation's deferred write and its post-call
+        # report racing): the other one's row is this call's.
+        if call_sid is None:
+            raise
+        return Conversation.objects.get(call_sid=call_sid)
+
+
+def _open_call(organization_id, phone, call_sid, started_at, lead_id) -> Conversation:
     with transaction.atomic():
         if call_sid:
             existing = Conversation.objects.filter(call_sid=call_sid).first()

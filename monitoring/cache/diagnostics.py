@@ -4,7 +4,8 @@ Part of the gate package because only this package talks to Redis, but apart fro
 each check builds its own short-lived client from a URL (the process's gate, its pooled
 client, breaker and counters are never touched), and names what went wrong instead of hiding
 it as a miss. `check_connection` never raises for a Redis, network or URL fault: it returns
-the cause. `IsolatedGate` is a private gate, for showing the fallback against a dead Redis.
+the cause. `IsolatedGate` is a private gate, for showing the fallback against a dead Redis;
+`caching_on_in_this_process` lets a validation run cache before the switch is turned on.
 """
 
 import socket
@@ -12,7 +13,8 @@ import ssl
 import statistics
 import time
 import uuid
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import redis
@@ -23,8 +25,14 @@ from redis.exceptions import TimeoutError as RedisTimeout
 from redis.retry import Retry
 
 from monitoring.cache.breaker import CircuitBreaker
-from monitoring.cache.gate import CacheGate, server_figures
-from monitoring.cache.switch import RUNTIME, SwitchState
+from monitoring.cache.gate import CacheGate, gate, server_figures
+from monitoring.cache.switch import (
+    RUNTIME,
+    SwitchState,
+    SwitchUnavailable,
+    read_state,
+    why_unavailable,
+)
 from monitoring.runtime import masked_url
 
 # Causes, named for people reading a runbook: "<cause>: <what to do>".
@@ -330,14 +338,16 @@ def speaks_tls(host: str, port: int) -> bool:
         return False
 
 
-# --- a private gate, for resilience checks --------------------------------------------------
+# --- gates for checking what the cache does ------------------------------------------------
 
 
-class _AlwaysOn:
-    """A switch that says "on" without asking the database, so a private gate tries Redis
-    whatever the deployment's switch says (and never changes it)."""
+class _FixedSwitch:
+    """A switch that says what it was given without asking the database, and ignores
+    announcements: the gate that holds it caches (or not) whatever the deployment's switch says,
+    and never changes it."""
 
-    state = SwitchState(enabled=True, source=RUNTIME, generation=0, stored_enabled=True)
+    def __init__(self, state: SwitchState) -> None:
+        self.state = state
 
     def current(self) -> SwitchState:
         return self.state
@@ -349,6 +359,27 @@ class _AlwaysOn:
         pass
 
 
+ALWAYS_ON = SwitchState(enabled=True, source=RUNTIME, generation=0, stored_enabled=True)
+
+
+@contextmanager
+def caching_on_in_this_process(the_gate: CacheGate = gate):
+    """While switched off at runtime, let this process's gate cache anyway (at the current
+    generation), to show what caching will do before it is turned on. Only this process: the
+    switch row, the audit and every other process are untouched, and turning caching on later
+    starts a new generation, so nothing cached meanwhile is ever served. Not while pinned off
+    by the environment (its writes would be noted as skipped invalidations)."""
+    state = read_state()
+    if state.source != RUNTIME:
+        raise SwitchUnavailable(why_unavailable())
+    previous = the_gate.switch
+    the_gate.switch = _FixedSwitch(replace(state, enabled=True))
+    try:
+        yield state
+    finally:
+        the_gate.switch = previous
+
+
 class IsolatedGate(CacheGate):
     """A cache gate of its own on `url`: its own client, switch, breaker and counters. This
     process's gate is not touched, and its breaker changes are kept here, not announced to the
@@ -356,7 +387,7 @@ class IsolatedGate(CacheGate):
 
     def __init__(self, url: str, timeout: float | None = None) -> None:
         super().__init__()
-        self.switch = _AlwaysOn()
+        self.switch = _FixedSwitch(ALWAYS_ON)
         self.breaker_changes: list[tuple[str, str]] = []
         self._client = _short_lived_client(
             url,

@@ -75,11 +75,10 @@ class CacheGate:
         """The cached value, or loader()'s, stored for next time. `ttl` may be a function of
         the value (for instance shorter for "not found"). With `group`, the entry is dropped by
         `invalidate(groups=[(namespace, group)])` along with every other member."""
-        state = self.switch.current()
-        if not state.enabled or not self._redis_usable():
+        state = self._cache_state()
+        if state is None:
             self.stats.count(namespace, "bypassed")
             return loader()
-        state = self.switch.current()  # a recovery probe may have bumped the generation
         names = self._names(state.generation, namespace, key, group)
         try:
             raw, token = self._call(namespace, self._redis().mget, names.value, names.token)
@@ -161,9 +160,10 @@ class CacheGate:
         """Load an entry and store it now (write-through after an invalidation), so the next
         reader finds it warm. Guarded like any store: if another write invalidates the key
         while this loads, the loaded value is not stored."""
-        if not self.switch.current().enabled or not self._redis_usable():
+        state = self._cache_state()
+        if state is None:
             return
-        names = self._names(self.switch.current().generation, namespace, key, None)
+        names = self._names(state.generation, namespace, key, None)
         try:
             token = self._call(namespace, self._redis().get, names.token)
         except REDIS_FAULTS as exc:
@@ -197,6 +197,27 @@ class CacheGate:
                 on_change=self._breaker_changed,
             )
         return self._breaker
+
+    def _cache_state(self) -> switch.SwitchState | None:
+        """The switch state to read and store under, or None to answer from the database.
+        Only a process that caches, with Redis usable, starts the new generation that writes
+        which skipped their invalidations call for (a bystander bumping it would empty the
+        cache over and over while another process's breaker is open)."""
+        state = self.switch.current()
+        if not state.enabled or not self._redis_usable():
+            return None
+        state = self.switch.current()  # a recovery probe may have bumped the generation
+        if not state.stale_risk:
+            return state
+        # Inside a caller's transaction the bump could roll back: bypass until a later read.
+        if connection.in_atomic_block:
+            return None
+        try:
+            state = switch.resume_after_skipped_invalidations(state)
+        except DatabaseError:
+            return None
+        self.switch.apply(state)
+        return state
 
     def _redis_usable(self) -> bool:
         breaker = self.breaker

@@ -10,11 +10,11 @@ Effective state, from the environment first:
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from monitoring import events
@@ -117,7 +117,6 @@ class SwitchView:
     def refresh(self) -> SwitchState:
         try:
             state = read_state()
-            state = resume_after_skipped_invalidations(state)
         except DatabaseError:
             if self._state is None:
                 raise
@@ -148,12 +147,10 @@ def note_skipped_invalidation() -> None:
 
 
 def resume_after_skipped_invalidations(state: SwitchState) -> SwitchState:
-    """The state to cache with: if writes skipped their invalidations, first a new generation."""
+    """The state to cache with: if writes skipped their invalidations, first a new generation.
+    Call it outside any transaction (the bump must commit before entries are stored)."""
     if not state.stale_risk:
         return state
-    # Inside a caller's transaction the bump could roll back: bypass the cache until later.
-    if connection.in_atomic_block:
-        return replace(state, enabled=False)
     return bump_generation(
         actor="system",
         reason="writes skipped their invalidations (caching pinned off, or Redis unreachable)",

@@ -65,8 +65,8 @@ def caching_switch(context: ValidationContext):
         return skipped("no REDIS_URL: there is no switch to read")
     if state.source == switch.ENVIRONMENT:
         return warned(
-            "caching is pinned off by REDIS_ENABLED=false (rollout phase 1?): "
-            "the checks of what the cache does are skipped"
+            "caching is pinned off by REDIS_ENABLED=false: the checks of what the cache does "
+            "are skipped"
         )
     if not state.enabled:
         return warned(

@@ -1,5 +1,8 @@
 import random
+import signal
+import threading
 from collections import Counter
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -113,7 +116,8 @@ class Command(BaseCommand):
         )
         tally = traffic.Tally()
         try:
-            seconds = traffic.run(client, mix, schedule, tally, on_report=self._report)
+            with stopped_by_sigterm():
+                seconds = traffic.run(client, mix, schedule, tally, on_report=self._report)
         except traffic.Refused as exc:
             raise CommandError(
                 f"the app refused the {exc.endpoint} webhook (HTTP {exc.status}: {exc.error}); "
@@ -131,3 +135,20 @@ class Command(BaseCommand):
     def _report(self, elapsed: float, counts: Counter) -> None:
         sent = sum(counts.values())
         self.stdout.write(f"{elapsed:6.0f} s  {sent} sent  {traffic.describe(counts)}")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def stopped_by_sigterm():
+    """SIGTERM ends the traffic like Ctrl-C does: the summary is still printed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
