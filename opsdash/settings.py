@@ -241,9 +241,16 @@ CALL_CONTEXT_MESSAGES = env.int("CALL_CONTEXT_MESSAGES", default=10)
 WEBHOOK_VERIFY = _strict_bool("WEBHOOK_VERIFY", default=True)
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, WEBHOOK_MAX_BODY_BYTES + 1)
-ELEVENLABS_INITIATION_SECRET = env.str("ELEVENLABS_INITIATION_SECRET", default="")
+# On the one-machine default (DEBUG, SQLite) the webhook secrets default to fixed local values,
+# so `manage.py demo traffic` can sign what it sends to `manage.py serve`. Elsewhere: unset.
+_LOCAL = DEBUG and not DATABASE_IS_POSTGRES
+ELEVENLABS_INITIATION_SECRET = env.str(
+    "ELEVENLABS_INITIATION_SECRET", default="opsdash-local-initiation" if _LOCAL else ""
+)
 ELEVENLABS_INITIATION_HEADER = env.str("ELEVENLABS_INITIATION_HEADER", default="X-Webhook-Secret")
-ELEVENLABS_WEBHOOK_SECRET = env.str("ELEVENLABS_WEBHOOK_SECRET", default="")
+ELEVENLABS_WEBHOOK_SECRET = env.str(
+    "ELEVENLABS_WEBHOOK_SECRET", default="opsdash-local-post-call" if _LOCAL else ""
+)
 # A signed post-call delivery is refused when its timestamp is older than this, or further than
 # WEBHOOK_MAX_CLOCK_SKEW in the future.
 WEBHOOK_MAX_AGE = env.int("WEBHOOK_MAX_AGE", default=30 * 60)
@@ -251,7 +258,7 @@ WEBHOOK_MAX_CLOCK_SKEW = env.int("WEBHOOK_MAX_CLOCK_SKEW", default=5 * 60)
 # The call-initiation answer is sent within this many seconds whatever fails behind it.
 INITIATION_TIME_BUDGET = _positive_float("INITIATION_TIME_BUDGET", default=0.5)
 AGENT_LANGUAGE = env.str("AGENT_LANGUAGE", default="en")
-TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="opsdash-local-twilio" if _LOCAL else "")
 
 # --- monitoring -----------------------------------------------------------------------------
 
