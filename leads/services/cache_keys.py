@@ -12,7 +12,7 @@ Namespaces:
 import functools
 import hashlib
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from leads.models import Lead, PhoneNumber
 from monitoring.cache import gate
@@ -58,9 +58,39 @@ def invalidate_lead_on_commit(organization_id: int, phone: str, lead_id: int | N
     """After the current transaction commits, drop every entry a change to this lead (its row,
     its conversations, its messages) can make stale: its lookup entry, its call context under
     every number its organization answers on, its timeline, and every lead list and counter.
-    Pass `lead_id` when known; without it the lead is looked up (it may have been deleted)."""
+    Pass `lead_id` when known; without it the lead is looked up (it may have been deleted).
+    Several writes to one lead in one transaction invalidate once."""
+    invalidation = LeadInvalidation(organization_id, phone, lead_id)
+    pending = connection.run_on_commit if connection.in_atomic_block else []
+    earlier = next((callback for _, callback, _ in pending if callback == invalidation), None)
+    if earlier is not None:
+        # Registered again (a savepoint rolled back may drop either one), but done only once.
+        invalidation.outcome = earlier.outcome
+    # Robust: a failure here is logged by Django and never undoes or fails the committed write.
+    transaction.on_commit(invalidation, robust=True)
 
-    def invalidate() -> None:
+
+class LeadInvalidation:
+    """The on-commit invalidation of one lead; equal to another for the same lead."""
+
+    def __init__(self, organization_id: int, phone: str, lead_id: int | None) -> None:
+        self.organization_id, self.phone, self.lead_id = organization_id, phone, lead_id
+        self.__qualname__ = f"invalidation of lead {phone}"  # named in Django's on_commit log
+        self.outcome = {"done": False}  # shared by every registration of it in one transaction
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, LeadInvalidation) and (self.organization_id, self.phone) == (
+            other.organization_id,
+            other.phone,
+        )
+
+    __hash__ = None
+
+    def __call__(self) -> None:
+        if self.outcome["done"]:
+            return
+        self.outcome["done"] = True
+        organization_id, phone = self.organization_id, self.phone
         numbers = list(
             PhoneNumber.objects.filter(organization_id=organization_id).values_list(
                 "e164", flat=True
@@ -68,16 +98,13 @@ def invalidate_lead_on_commit(organization_id: int, phone: str, lead_id: int | N
         )
         keys = [("lead", lead_key(organization_id, phone))]
         keys += [("ctx", context_key(number, phone)) for number in numbers]
-        timeline_of = lead_id or _lead_id(organization_id, phone)
+        timeline_of = self.lead_id or _lead_id(organization_id, phone)
         if timeline_of is not None:
             keys.append(("timeline", str(timeline_of)))
         dropped = gate.invalidate(
             keys=keys, groups=[("leads", LISTS_GROUP), ("counts", COUNTS_GROUP)]
         )
         refresh_hot_entries(phone, dropped)
-
-    # Robust: a failure here is logged by Django and never undoes or fails the committed write.
-    transaction.on_commit(invalidate, robust=True)
 
 
 def invalidate_timeline_on_commit(lead_id: int) -> None:

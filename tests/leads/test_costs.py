@@ -168,3 +168,18 @@ def test_it_keeps_the_context_warm_when_a_known_caller_calls_again(
     assert commands["incr"] == 1
     with django_assert_num_queries(0):
         services.call_context(ORG_NUMBER, CALLER)
+
+
+def test_it_invalidates_a_lead_once_per_transaction(caller, redis_server):
+    from django.db import transaction
+
+    thread_id = services.open_conversation(caller["id"], "sms", started_at=at(60)).id
+    gate.flush(actor="test", reason="nothing cached: count the invalidation alone", source="system")
+
+    def text_and_auto_reply():
+        with transaction.atomic():
+            services.add_message(thread_id, "customer", "in stock?", created_at=at(61))
+            services.add_message(thread_id, "agent", "Yes!", created_at=at(62))
+
+    commands = commands_during(redis_server, text_and_auto_reply)
+    assert round_trips(commands) == {"evalsha": 1}
