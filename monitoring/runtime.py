@@ -2,6 +2,7 @@
 (where REDIS_MONITORING_ENABLED) an alert evaluator that runs only while it holds the lease.
 Started once per process by opsdash.asgi."""
 
+import atexit
 import logging
 import threading
 from urllib.parse import urlsplit
@@ -11,7 +12,7 @@ from django.db import DatabaseError
 
 from monitoring.alerts.evaluator import Evaluator
 from monitoring.cache import switch
-from monitoring.metrics.store import Flusher
+from monitoring.metrics.store import Flusher, flush
 
 log = logging.getLogger(__name__)
 _started = threading.Lock()
@@ -30,9 +31,21 @@ def start() -> None:
     _refresher = switch.SwitchRefresher(switch.view)
     _refresher.start()
     Flusher().start()
-    if settings.REDIS_MONITORING_ENABLED:
-        Evaluator().start()
+    evaluator = Evaluator() if settings.REDIS_MONITORING_ENABLED else None
+    if evaluator is not None:
+        evaluator.start()
+    atexit.register(_on_exit, evaluator)
     log.warning("opsdash started: %s", describe_setup(state))
+
+
+def _on_exit(evaluator: Evaluator | None) -> None:
+    """Write the last window, and hand the evaluator lease over at once, not after it lapses."""
+    try:
+        flush()
+        if evaluator is not None:
+            evaluator.stop()
+    except DatabaseError:
+        log.warning("exit: database unreachable; last metrics window lost")
 
 
 def describe_setup(state: switch.SwitchState | None) -> str:

@@ -20,7 +20,6 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import DatabaseError, connection
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeout
 
 from monitoring import events
 from monitoring.cache import scripts, switch
@@ -272,7 +271,9 @@ class CacheGate:
 
     def _fault(self, namespace: str, exc: BaseException) -> None:
         self.stats.count(namespace, "errors")
-        self.breaker.record_failure(hard=isinstance(exc, RedisTimeout))
+        # A timeout counts like any other failure: one slow answer on a busy host must not
+        # empty every process's cache; REDIS_BREAKER_FAILURES in a row open the breaker.
+        self.breaker.record_failure()
         if not self._fault_logged:
             self._fault_logged = True
             log.warning(
