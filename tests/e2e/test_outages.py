@@ -1,0 +1,104 @@
+"""The overview through outages, each against a served app of its own: the cache Redis going
+down and coming back (tile, alert, resolution, all live), and the channel layer's Redis going
+down (the page says it is degraded and keeps itself current by polling)."""
+
+import re
+
+import pytest
+from django.test import override_settings
+
+from monitoring.cache import switch
+from monitoring.models import Alert
+from tests.e2e.support import SHOWN_WITHIN_MS, expect, make_user, private_redis, serving, wait_live
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# A dead websocket is noticed by its next ping (every 10 s) going unanswered (5 s more).
+DEGRADED_WITHIN_MS = 30_000
+# While degraded the page polls the switch every second.
+POLLED_WITHIN_MS = 5_000
+
+
+@pytest.fixture
+def server(browser, tmp_path_factory, django_db_blocker):
+    with serving(tmp_path_factory.mktemp("served"), django_db_blocker) as served:
+        yield served
+
+
+@pytest.fixture
+def layer_redis():
+    server = private_redis()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def server_with_redis_layer(browser, tmp_path_factory, django_db_blocker, layer_redis):
+    """Served with a channels_redis layer on a redis-server of its own (the test stops it)."""
+    log_dir = tmp_path_factory.mktemp("served")
+    with serving(log_dir, django_db_blocker, CHANNEL_REDIS_URL=layer_redis.url) as served:
+        yield served
+
+
+def test_it_shows_a_redis_outage_and_its_end_live(server, browse):
+    page = browse(server, make_user("olivia"))
+    page.goto("/dashboard/")
+    tile = page.get_by_test_id("tile-redis")
+    expect(tile).to_have_attribute("data-status", "pass")
+    wait_live(page)
+    alerts = page.get_by_test_id("active-alerts")
+    lost = alerts.locator("li", has_text="Redis connection lost")
+    expect(lost).to_have_count(0)
+
+    server.cache_redis.stop()
+    # Redis down while caching is on: the health check's "warn" (the app still answers from
+    # the database), which the page draws in its warning colour.
+    expect(tile).to_have_attribute("data-status", "warn", timeout=SHOWN_WITHIN_MS)
+    expect(tile).to_have_class(re.compile(r"\btile--warn\b"))
+    expect(tile).to_contain_text("unreachable")
+    expect(lost).to_have_count(1, timeout=SHOWN_WITHIN_MS)
+    alert = Alert.objects.get(rule="redis_connection_lost")
+    expect(lost).to_have_attribute("data-testid", f"alert-{alert.id}")
+    expect(lost).to_have_class(re.compile(r"\balert-row--critical\b"))
+    expect(lost.locator("[data-field=state]")).to_have_text("firing", timeout=SHOWN_WITHIN_MS)
+    expect(page.get_by_test_id("no-active-alerts")).to_be_hidden()
+
+    server.cache_redis.start()  # on the same port
+    expect(page.get_by_test_id(f"alert-{alert.id}")).to_have_count(0, timeout=SHOWN_WITHIN_MS)
+    expect(tile).to_have_attribute("data-status", "pass", timeout=SHOWN_WITHIN_MS)
+    alert.refresh_from_db()
+    assert alert.state == Alert.State.RESOLVED
+    expect(page.locator("body")).to_have_attribute("data-live-state", "live")
+
+
+def test_it_polls_while_the_channel_layer_is_down(server_with_redis_layer, layer_redis, browse):
+    server = server_with_redis_layer
+    page = browse(server, make_user("olivia"))
+    page.goto("/dashboard/")
+    expect(page.get_by_test_id("tile-channel-layer")).to_have_attribute("data-status", "pass")
+    wait_live(page)
+    page.evaluate("window.e2eLoaded = 'once'")
+    banner = page.get_by_test_id("live-degraded")
+    expect(banner).to_be_hidden()
+
+    layer_redis.stop()
+    expect(banner).to_be_visible(timeout=DEGRADED_WITHIN_MS)
+    expect(banner).to_contain_text("live updates degraded")
+    expect(page.locator("body")).to_have_attribute("data-live-state", "degraded")
+    expect(page.get_by_test_id("live-status")).to_have_text("degraded")
+    expect(page.get_by_test_id("tile-channel-layer")).to_have_attribute(
+        "data-status", "warn", timeout=SHOWN_WITHIN_MS
+    )
+
+    # A flip made elsewhere (here: the service the CLI calls) reaches the page by polling.
+    with override_settings(REDIS_URL=server.cache_redis.url, REDIS_ENABLED=None):
+        switch.set_caching(False, actor="oncall", reason="layer outage drill", source="cli")
+    expect(page.get_by_test_id("switch-state")).to_have_text("OFF", timeout=POLLED_WITHIN_MS)
+    expect(page.get_by_test_id("switch-badge")).to_have_text("caching off")
+    expect(page.get_by_test_id("switch-changed-by")).to_have_text("oncall")
+    expect(banner).to_be_visible()
+
+    layer_redis.start()  # on the same port: the page reconnects by itself
+    expect(banner).to_be_hidden(timeout=DEGRADED_WITHIN_MS)
+    expect(page.locator("body")).to_have_attribute("data-live-state", "live")
+    assert page.evaluate("window.e2eLoaded") == "once", "the page was reloaded"
