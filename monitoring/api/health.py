@@ -44,9 +44,11 @@ def check_redis(state: switch.SwitchState | None) -> dict:
     if not sample.get("configured"):
         return {"status": "pass", "observed": {"configured": False}}
     enabled = bool(state and state.enabled)
-    # Redis down while caching is on is a warning: every answer still comes from the database.
-    status = "pass" if sample["connected"] or not enabled else "warn"
-    return {"status": status, "observed": {**sample, "caching_enabled": enabled}}
+    # Redis down while caching is on is a warning for the deployment (every answer still comes
+    # from the database) but an incident for the people watching: dashboards show it red.
+    if sample["connected"] or not enabled:
+        return {"status": "pass", "observed": {**sample, "caching_enabled": enabled}}
+    return {"status": "warn", "incident": True, "observed": {**sample, "caching_enabled": enabled}}
 
 
 def check_switch(state: switch.SwitchState | None) -> dict:

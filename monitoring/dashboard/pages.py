@@ -64,7 +64,13 @@ def overview() -> dict:
 
 
 def tile(name: str, label: str, check: dict) -> Tile:
-    return Tile(name, label, check["status"], tile_detail(name, check))
+    return Tile(name, label, tile_status(check), tile_detail(name, check))
+
+
+def tile_status(check: dict) -> str:
+    """The colour a tile shows: its check's status, or "fail" (red) for an incident such as
+    Redis lost while caching is on, which the health document itself reports as a warning."""
+    return "fail" if check.get("incident") else check["status"]
 
 
 def tile_detail(name: str, check: dict) -> str:

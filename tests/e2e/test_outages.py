@@ -51,10 +51,10 @@ def test_it_shows_a_redis_outage_and_its_end_live(server, browse):
     expect(lost).to_have_count(0)
 
     server.cache_redis.stop()
-    # Redis down while caching is on: the health check's "warn" (the app still answers from
-    # the database), which the page draws in its warning colour.
-    expect(tile).to_have_attribute("data-status", "warn", timeout=SHOWN_WITHIN_MS)
-    expect(tile).to_have_class(re.compile(r"\btile--warn\b"))
+    # Redis down while caching is on: the health check says "warn" (the app still answers from
+    # the database), and the page shows the incident red.
+    expect(tile).to_have_attribute("data-status", "fail", timeout=SHOWN_WITHIN_MS)
+    expect(tile).to_have_class(re.compile(r"\btile--fail\b"))
     expect(tile).to_contain_text("unreachable")
     expect(lost).to_have_count(1, timeout=SHOWN_WITHIN_MS)
     alert = Alert.objects.get(rule="redis_connection_lost")

@@ -167,8 +167,9 @@ def test_it_renders_every_health_tile_with_its_status(sam):
     assert [f"tile-{name}" in overview for name in TILES] == [True] * len(TILES)
     assert overview.attrs("tile-database")["data-status"] == "pass"
     assert overview.text("tile-database-status") == "pass"
-    # Caching is on and its Redis does not answer: every read still comes from the database.
-    assert overview.attrs("tile-redis")["data-status"] == "warn"
+    # Caching is on and its Redis does not answer: every read still comes from the database
+    # (the deployment's health is "warn"), but the tile shows the incident red.
+    assert overview.attrs("tile-redis")["data-status"] == "fail"
     assert overview.text("tile-redis-detail").startswith("unreachable: ")
     assert overview.attrs("tile-breaker")["class"] == "tile tile--pass"
     assert overview.text("tile-channel-layer-detail") == "InMemoryChannelLayer"

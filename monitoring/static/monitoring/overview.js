@@ -89,9 +89,11 @@
     if (!tile) {
       return;
     }
-    tile.dataset.status = check.status;
-    tile.className = "tile tile--" + check.status;
-    tile.querySelector(".tile__status").textContent = check.status;
+    // An incident (Redis lost while caching is on) shows red, though the check says "warn".
+    var status = check.incident ? "fail" : check.status;
+    tile.dataset.status = status;
+    tile.className = "tile tile--" + status;
+    tile.querySelector(".tile__status").textContent = status;
     var detail = check.error || DETAILS[name](check.observed || {});
     tile.querySelector(".tile__detail").textContent = detail;
     if (name === "redis") {
