@@ -1,7 +1,8 @@
 """The throwaway world a scenario runs in, set up before Django and torn down after.
 
-- Database: on PostgreSQL a dedicated database `opsdash_bench` on DATABASE_URL's server,
-  recreated and migrated, dropped at the end; otherwise a temporary SQLite file.
+- Database: on PostgreSQL a dedicated database on DATABASE_URL's server, named per scenario
+  (`opsdash_bench_<scenario>`, so two scenarios run at once never drop each other's), recreated
+  and migrated, dropped at the end; otherwise a temporary SQLite file.
 - Redis: REDIS_URL's server, or a private redis-server when it is unset. Every key the bench
   writes carries a random prefix, and only keys with that prefix are deleted at the end (never
   FLUSHDB: the machine's Redis is shared).
@@ -27,12 +28,15 @@ POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql", "psql"}
 
 
 @contextmanager
-def prepared():
-    """Configure, set up and migrate; yield; then delete the bench's keys and drop its database."""
+def prepared(database: str = BENCH_DATABASE):
+    """Configure, set up and migrate; yield; then delete the bench's keys and drop its database
+    (`database`: the PostgreSQL database's name)."""
     prefix = f"opsdash-bench:{uuid.uuid4().hex[:10]}"
     with ExitStack() as stack:
         redis_url = os.environ.get("REDIS_URL") or stack.enter_context(_private_redis())
-        database_url = stack.enter_context(_throwaway_database(os.environ.get("DATABASE_URL", "")))
+        database_url = stack.enter_context(
+            _throwaway_database(os.environ.get("DATABASE_URL", ""), database)
+        )
         os.environ.update(
             DJANGO_SETTINGS_MODULE="opsdash.settings",
             DEBUG="false",
@@ -90,7 +94,7 @@ def _private_redis():
 
 
 @contextmanager
-def _throwaway_database(url: str):
+def _throwaway_database(url: str, name: str):
     parts = urlsplit(url)
     if parts.scheme not in POSTGRES_SCHEMES:
         directory = tempfile.mkdtemp(prefix="opsdash-bench-")
@@ -100,22 +104,22 @@ def _throwaway_database(url: str):
             shutil.rmtree(directory, ignore_errors=True)
         return
     server = parts._replace(scheme="postgresql", path="/postgres").geturl()
-    _recreate_database(server)
+    _recreate_database(server, name)
     try:
-        yield parts._replace(path=f"/{BENCH_DATABASE}").geturl()
+        yield parts._replace(path=f"/{name}").geturl()
     finally:
-        _drop_database(server)
+        _drop_database(server, name)
 
 
-def _recreate_database(server: str) -> None:
+def _recreate_database(server: str, name: str) -> None:
     with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DATABASE}"')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def _drop_database(server: str) -> None:
+def _drop_database(server: str, name: str) -> None:
     with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _close_database_connections() -> None:

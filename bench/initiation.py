@@ -183,6 +183,9 @@ def app_environment(database_url: str) -> dict[str, str]:
         "ELEVENLABS_INITIATION_SECRET": SECRET,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
+        # Plain HTTP on loopback, as behind a TLS-terminating proxy: no redirect to https (on by
+        # default with DEBUG off).
+        "SECURE_SSL_REDIRECT": "false",
     }
 
 

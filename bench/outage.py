@@ -1,0 +1,289 @@
+"""`python -m bench outage`: the cache Redis stopped and hung under load.
+
+In one run: seed the population (100,000 leads); start a private redis-server (AOF on, so what
+it held before a stop is there again after it; the machine's shared Redis is never touched) and
+serve the app under daphne with it as REDIS_URL; drive the app from a separate process, open loop
+(16 new requests/s by default), for 200 hot callers: call initiations and 15 % writes (texts and
+post-call transcriptions, validly signed, that change what the caller's call context returns),
+each acknowledged write followed by initiations for its caller 0, 0.3, 1 and 2 s later. Phases
+(10 s each by default): caching on; then twice (`--cycles`): switched off, on again (the switch
+service function, from this process), Redis stopped (SIGTERM), restarted, hung (SIGSTOP),
+resumed (SIGCONT). Each kind of phase is reported over both cycles together, so that drift in
+the machine's load weighs on every kind alike. Meanwhile the alerts are polled every 0.5 s
+(`/api/monitoring/alerts?state=all`, Bearer MONITORING_TOKEN).
+
+Reported: per kind of phase, requests, non-2xx answers (connection errors included), p50/p99 of
+initiations and writes, stale reads (as in bench.toggle: an answer for caller X, sent after a
+write for X was acknowledged, that does not reflect it) and fallback answers; lost writes (every
+text answered 2xx is a stored message, every post-call answered 2xx a completed conversation);
+the breaker's transitions; and for each outage the redis_connection_lost alert's time to fire
+after it began and to resolve after it ended. Requests sent while a phase's action (a flip, a
+restart) was under way are counted apart ("during: <phase>").
+Targets: no non-2xx; no lost write; p50 of initiations with the breaker open (Redis stopped, and
+hung) within 1.2x of the switched-off phases'; no stale read after recovery (none at all, in fact).
+"""
+
+import json
+import os
+import threading
+import time
+from datetime import datetime
+
+from django.conf import settings
+
+from bench import workload
+from monitoring.cache import switch
+from tests.redis_servers import RedisServer
+
+RULE = "redis_connection_lost"
+P50_RATIO_MAX = 1.2
+QUICK = {"leads": 2_000, "small_leads": 100, "phase": 3.0, "warmup": 2.0, "cycles": 1}
+
+
+def run(args) -> int:
+    if not settings.DATABASE_IS_POSTGRES:
+        print("outage needs PostgreSQL: set DATABASE_URL=postgres://...")
+        return 2
+    if args.quick:
+        vars(args).update(QUICK)
+    before = workload.machine()
+    people, phones = workload.seed(args.leads, args.small_leads)
+    server = RedisServer(persistent=True).start()
+    try:
+        result = drive(server, people, phones[: args.callers], args)
+    finally:
+        server.close()
+    report = build_report(args, people, result)
+    report["machine"] = before | {"load_average_1min_end": round(os.getloadavg()[0], 2)}
+    print_report(report)
+    return 0 if report["targets_met"] else 1
+
+
+def drive(server: RedisServer, people, callers: list[str], args) -> dict:
+    with workload.served(args, server.url) as app:
+        poller = AlertPoller(app)
+        poller.start()
+        load = workload.LoadRun(app, plan(people, callers, args)).start()
+        workload.sleep_until(load.started + args.warmup)
+        phases = run_phases(server, args.phase, args.cycles)
+        summary, records = load.stop()
+        recorded = workload.wait_for_deferred(load.plan["tag"])
+        poller.stop()
+        time.sleep(settings.METRICS_FLUSH_SECONDS + 1)  # the last window is written
+        windows = workload.windows(app, load.started, time.time())
+        app_log = workload.log_summary(app, load.started)
+    return {
+        "t0": load.started,
+        "summary": summary,
+        "records": records,
+        "phases": phases,
+        "alerts": poller.seen,
+        "breaker": workload.breaker_changes(windows, load.started),
+        "recorded": recorded,
+        "app_log": app_log,
+    }
+
+
+def plan(people, callers: list[str], args) -> dict:
+    return {
+        "connections": args.connections,
+        "rate": args.rate,
+        "max_seconds": args.warmup + (1 + 6 * args.cycles) * args.phase + 180,
+        "org_number": people.org_number,
+        "callers": callers,
+        "zipf": 0.0,
+        "seed": 40,
+        "write_share": args.write_share,
+        "verify_after": [0.0, 0.3, 1.0, 2.0],
+    }
+
+
+def run_phases(server: RedisServer, seconds: float, cycles: int) -> list[dict]:
+    """Caching on, then `cycles` times: switched off, on again, Redis stopped, restarted, hung,
+    resumed. Each phase: its action (timed), then `seconds` of load."""
+    cycle = [
+        ("switched off", lambda: flip(False)),
+        ("on again", lambda: flip(True)),
+        ("Redis stopped", server.stop),
+        ("Redis restarted", server.start),
+        ("Redis hung", server.hang),
+        ("Redis resumed", server.resume),
+    ]
+    phases = []
+    for name, action in [("caching on", None), *cycle * cycles]:
+        began = time.time()
+        if action is not None:
+            action()
+        start = time.time()
+        workload.sleep_until(start + seconds)
+        phases.append({"name": name, "action_at": began, "start": start, "end": time.time()})
+    return phases
+
+
+def flip(enabled: bool) -> None:
+    """The switch service function (what `manage.py redis_switch` calls), from this process:
+    a command's start-up would take one of the machine's two cores for seconds."""
+    switch.set_caching(enabled, actor="bench", reason="bench outage", source="cli")
+
+
+class AlertPoller(threading.Thread):
+    """Polls the alert API; keeps each redis_connection_lost alert's timestamps and when the
+    API was first seen to show it firing and resolved."""
+
+    def __init__(self, app: workload.App) -> None:
+        super().__init__(name="bench-alert-poller", daemon=True)
+        self.app = app
+        self.seen: dict[int, dict] = {}
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(0.5):
+            try:
+                body = workload.api_get(self.app, "/api/monitoring/alerts?state=all&limit=20")
+            except (OSError, RuntimeError):
+                continue
+            for alert in body["alerts"]:
+                if alert["rule"] == RULE:
+                    self.note(alert, time.time())
+
+    def note(self, alert: dict, now: float) -> None:
+        entry = self.seen.setdefault(alert["id"], {})
+        for field in ("started_at", "fired_at", "resolved_at"):
+            entry[field] = alert[field]
+        if alert["state"] in ("firing", "resolved"):
+            entry.setdefault(f"seen_{alert['state']}", now)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(5)
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def phase_rows(records: list[list], phases: list[dict]) -> dict[str, dict]:
+    """Per kind of phase, over every cycle; and apart, the requests sent while each kind's
+    action was under way."""
+    sent: dict[str, list] = {}
+    during: dict[str, list] = {}
+    for phase in phases:
+        sent.setdefault(phase["name"], []).extend(
+            workload.between(records, phase["start"], phase["end"])
+        )
+        busy = workload.between(records, phase["action_at"], phase["start"])
+        during.setdefault(f"  during: {phase['name']}", []).extend(busy)
+    rows = {name: workload.phase_stats(rs) for name, rs in sent.items()}
+    rows |= {name: workload.phase_stats(rs) for name, rs in during.items() if rs}
+    rows["all (warm-up included)"] = workload.phase_stats(records)
+    return rows
+
+
+def alert_timing(alerts: dict[int, dict], phases: list[dict]) -> list[dict]:
+    """For each outage, the alert that fired during it: seconds from the outage's start to the
+    alert firing, and from Redis coming back to the alert resolving (the alert's own times,
+    and when the API first showed it)."""
+    timings = []
+    for phase, after in zip(phases, phases[1:], strict=False):
+        if phase["name"] not in ("Redis stopped", "Redis hung"):
+            continue
+        began, ended = phase["action_at"], after["action_at"]
+        alert = next((a for a in alerts.values() if _within(a["fired_at"], began, ended)), None)
+        timing = {"outage": phase["name"], "alert": alert is not None}
+        if alert is not None:
+            timing["fire_s"] = _since(alert["fired_at"], began)
+            timing["fire_seen_s"] = _seconds(alert.get("seen_firing"), began)
+            timing["resolve_s"] = _since(alert["resolved_at"], ended)
+            timing["resolve_seen_s"] = _seconds(alert.get("seen_resolved"), ended)
+        timings.append(timing)
+    return timings
+
+
+def _within(iso: str | None, start: float, end: float) -> bool:
+    return iso is not None and start <= _unix(iso) <= end
+
+
+def _since(iso: str | None, start: float) -> float | None:
+    return None if iso is None else round(_unix(iso) - start, 2)
+
+
+def _seconds(at: float | None, start: float) -> float | None:
+    return None if at is None else round(at - start, 2)
+
+
+def _unix(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def build_report(args, people, result: dict) -> dict:
+    rows = phase_rows(result["records"], result["phases"])
+    lost = workload.lost_writes(result["summary"])
+    targets = build_targets(rows, lost)
+    initiations_ok = sum(1 for r in result["records"] if r[2] == 0 and 200 <= r[3] < 300)
+    return {
+        "scenario": "outage",
+        "settings": {k: v for k, v in vars(args).items() if k != "scenario"},
+        "population": {"rows": people.rows, "seed_seconds": people.seconds},
+        "rows": rows,
+        "phases": [
+            {**p, "action_s": round(p["start"] - p["action_at"], 2)} for p in result["phases"]
+        ],
+        "breaker": result["breaker"],
+        "alerts": alert_timing(result["alerts"], result["phases"]),
+        "lost_writes": lost,
+        "stale_examples": result["summary"]["stale_examples"],
+        "writes_refused": result["summary"]["refused"],
+        "initiations_recorded": {"recorded": result["recorded"], "answered": initiations_ok},
+        "app_log": result["app_log"],
+        "switch_audit": workload.switch_audit(result["t0"]),
+        "targets": targets,
+        "targets_met": all(t["met"] for t in targets.values()),
+    }
+
+
+def build_targets(rows: dict, lost: dict) -> dict:
+    every = rows["all (warm-up included)"]
+    off = rows["switched off"]["initiation"]["p50_ms"]
+    ratios = {
+        name: workload.ratio(rows[name]["initiation"]["p50_ms"], off, 2)
+        for name in ("Redis stopped", "Redis hung")
+    }
+    after = sum(rows[name]["stale"] for name in ("Redis restarted", "Redis resumed"))
+    return {
+        "zero_non_2xx": {"value": every["non_2xx"], "met": every["non_2xx"] == 0},
+        "zero_lost_writes": {"value": lost["lost"], "met": lost["lost"] == 0},
+        "breaker_open_p50_vs_off": {
+            "value": ratios,
+            "max": P50_RATIO_MAX,
+            "met": all(r is not None and r <= P50_RATIO_MAX for r in ratios.values()),
+        },
+        "zero_stale_after_recovery": {
+            "value": after,
+            "all_phases": every["stale"],
+            "met": after == 0 and every["stale"] == 0,
+        },
+    }
+
+
+def print_report(report: dict) -> None:
+    s = report["settings"]
+    print(
+        f"\noutage: {s['callers']} hot callers of {s['leads']} leads, {s['rate']} new requests/s"
+        f" ({s['write_share']:.0%} writes, each followed by 4 checking initiations),"
+        f" {s['phase']} s per phase, {s['cycles']} cycles, private redis-server (AOF);"
+        f" {workload.socket_timeout(s['redis_socket_timeout'])}"
+    )
+    print(workload.phase_table(report["rows"]))
+    print(
+        "phases: " + ", ".join(f"{p['name']} (action {p['action_s']} s)" for p in report["phases"])
+    )
+    print("breaker: " + "; ".join(report["breaker"]))
+    for timing in report["alerts"]:
+        print(f"alert {RULE}: {json.dumps(timing)}")
+    for key in ("lost_writes", "writes_refused", "initiations_recorded", "switch_audit"):
+        print(f"{key}: {json.dumps(report[key])}")
+    workload.print_log(report["app_log"])
+    for example in report["stale_examples"][:5]:
+        print(f"  stale: {json.dumps(example)}")
+    for name, target in report["targets"].items():
+        print(f"{name}: {json.dumps(target)} -> {'met' if target['met'] else 'MISSED'}")
+    print(json.dumps(report, separators=(",", ":")))
