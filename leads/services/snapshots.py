@@ -38,6 +38,7 @@ def message_snapshot(message: Message) -> dict:
         "role": message.role,
         "body": message.body,
         "delivery_status": message.delivery_status,
+        "delivery_error": message.delivery_error,
         "created_at": message.created_at,
     }
 

@@ -3,7 +3,12 @@ gate (namespace "timeline", keyed by lead id, dropped by every write to the lead
 
 from leads.models import Conversation, Lead, Message
 from leads.services.cache_keys import TTL
-from leads.services.snapshots import conversation_snapshot, lead_snapshot, organization_snapshot
+from leads.services.snapshots import (
+    conversation_snapshot,
+    lead_snapshot,
+    message_snapshot,
+    organization_snapshot,
+)
 from monitoring.cache import gate
 
 # A lead's page shows this many of its most recent conversations (calls and SMS threads).
@@ -43,20 +48,12 @@ def _load_timeline(lead_id: int) -> dict | None:
 
 
 def _messages_by_conversation(conversation_ids: list[int]) -> dict[int, list[dict]]:
-    rows = Message.objects.filter(conversation_id__in=conversation_ids).order_by("created_at", "id")
+    rows = (
+        Message.objects.filter(conversation_id__in=conversation_ids)
+        .select_related("conversation")
+        .order_by("created_at", "id")
+    )
     by_conversation: dict[int, list[dict]] = {}
     for message in rows:
-        by_conversation.setdefault(message.conversation_id, []).append(_message(message))
+        by_conversation.setdefault(message.conversation_id, []).append(message_snapshot(message))
     return by_conversation
-
-
-def _message(message: Message) -> dict:
-    return {
-        "id": message.id,
-        "conversation_id": message.conversation_id,
-        "role": message.role,
-        "body": message.body,
-        "delivery_status": message.delivery_status,
-        "delivery_error": message.delivery_error,
-        "created_at": message.created_at,
-    }
