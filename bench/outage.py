@@ -71,7 +71,6 @@ def drive(server: RedisServer, people, callers: list[str], args) -> dict:
         poller.stop()
         time.sleep(settings.METRICS_FLUSH_SECONDS + 1)  # the last window is written
         windows = workload.windows(app, load.started, time.time())
-        app_log = workload.log_summary(app, load.started)
     return {
         "t0": load.started,
         "summary": summary,
@@ -80,7 +79,7 @@ def drive(server: RedisServer, people, callers: list[str], args) -> dict:
         "alerts": poller.seen,
         "breaker": workload.breaker_changes(windows, load.started),
         "recorded": recorded,
-        "app_log": app_log,
+        "app_log": workload.log_summary(app.log_text, load.started),
     }
 
 

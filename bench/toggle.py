@@ -53,9 +53,8 @@ def drive(people, callers: list[str], args) -> dict:
         time.sleep(args.warmup)  # a tail with caching on
         summary, records = load.stop()
         recorded = workload.wait_for_deferred(load.plan["tag"])
-        app_log = workload.log_summary(app, load.started)
     return {
-        "app_log": app_log,
+        "app_log": workload.log_summary(app.log_text, load.started),
         "t0": load.started,
         "summary": summary,
         "records": records,

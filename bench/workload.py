@@ -62,7 +62,8 @@ class App:
     counts_file: str
     token: str
     env: dict[str, str]
-    log: str
+    log_path: str
+    log_text: str = ""  # the whole log, once the app has stopped (its exit included)
 
     @property
     def process(self) -> str:
@@ -94,7 +95,7 @@ def app_environment(redis_url: str, token: str, counts_file: str) -> dict[str, s
 def served(args, redis_url: str | None = None):
     """The app under daphne (bench.served: the app plus its SQL statement counts) on a free
     loopback port; yields an App once it answers, then stops it by its PID. Its stderr (the
-    app's log at WARNING and above) goes to `App.log`."""
+    app's log at WARNING and above) is in `App.log_text` once it has stopped."""
     port, token = processes.free_port(), uuid.uuid4().hex
     with tempfile.TemporaryDirectory(prefix="opsdash-bench-") as directory:
         counts, log = f"{directory}/sql.json", f"{directory}/daphne.log"
@@ -110,19 +111,21 @@ def served(args, redis_url: str | None = None):
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
             )
+            app = App(port, child.pid, counts, token, env, log)
             try:
                 processes.wait_until_answers(port, child, stderr)
-                yield App(port, child.pid, counts, token, env, log)
+                yield app
             finally:
                 processes.stop(child)
+                app.log_text = Path(log).read_text(errors="replace")
 
 
-def log_summary(app: App, t0: float) -> dict[str, dict]:
+def log_summary(text: str, t0: float) -> dict[str, dict]:
     """The app's log lines (WARNING and above), by level, logger and the start of the message:
     how many, and the first one's time in seconds since `t0`. Lines outside the log format
     (a traceback's last line, "Exception in thread ...") are counted too, without a time."""
     kinds: dict[str, dict] = {}
-    for line in Path(app.log).read_text(errors="replace").splitlines():
+    for line in text.splitlines():
         kind, at = _log_kind(line)
         if kind is None:
             continue

@@ -258,6 +258,11 @@ WEBHOOK_MAX_CLOCK_SKEW = env.int("WEBHOOK_MAX_CLOCK_SKEW", default=5 * 60)
 # The call-initiation answer is sent within this many seconds whatever fails behind it.
 INITIATION_TIME_BUDGET = _positive_float("INITIATION_TIME_BUDGET", default=0.5)
 AGENT_LANGUAGE = env.str("AGENT_LANGUAGE", default="en")
+# Writes taken off the call-initiation response: worker threads per process, the backlog past
+# which a write runs at once in the caller's thread, and how long an exiting process drains.
+DEFERRED_WORKERS = env.int("DEFERRED_WORKERS", default=4)
+DEFERRED_MAX_QUEUE = env.int("DEFERRED_MAX_QUEUE", default=200)
+DEFERRED_DRAIN_SECONDS = _positive_float("DEFERRED_DRAIN_SECONDS", default=30.0)
 TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="opsdash-local-twilio" if _LOCAL else "")
 
 # --- monitoring -----------------------------------------------------------------------------

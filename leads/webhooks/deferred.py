@@ -1,6 +1,8 @@
-"""Writes taken off a response path: the caller gets its answer, one worker thread per process
-does the writing. A failed write is retried, then logged with everything needed to redo it
-(and the post-call report re-creates a call whose opening row was lost)."""
+"""Writes taken off a response path: the caller gets its answer, a few worker threads per
+process do the writing. A failed write is retried, then logged with everything needed to redo
+it (and the post-call report re-creates a call whose opening row was lost). When the workers
+fall behind by DEFERRED_MAX_QUEUE writes, a write runs at once in the caller's thread instead:
+under overload an answer may slow down, but no write is left to be lost."""
 
 import atexit
 import logging
@@ -9,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
 from monitoring import counters
@@ -20,11 +23,18 @@ RETRY_DELAYS = (0.05, 0.2, 1.0)
 class DeferredWriter:
     def __init__(self) -> None:
         self._jobs: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def submit(self, job: Callable[..., object], *args) -> None:
-        self._ensure_worker()
+        if self._jobs.unfinished_tasks >= settings.DEFERRED_MAX_QUEUE:
+            counters.increment("deferred.inline")
+            try:
+                self._run_with_retries(job, args)
+            finally:
+                close_old_connections()
+            return
+        self._ensure_workers()
         self._jobs.put((job, args))
 
     def drain(self, timeout: float = 10.0) -> bool:
@@ -39,15 +49,17 @@ class DeferredWriter:
     def pending(self) -> int:
         return self._jobs.unfinished_tasks
 
-    def _ensure_worker(self) -> None:
-        if self._worker is not None and self._worker.is_alive():
+    def _ensure_workers(self) -> None:
+        if len(self._workers) == settings.DEFERRED_WORKERS and all(
+            w.is_alive() for w in self._workers
+        ):
             return
         with self._lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(
-                    target=self._run, name="opsdash-deferred", daemon=True
-                )
-                self._worker.start()
+            self._workers = [w for w in self._workers if w.is_alive()]
+            while len(self._workers) < settings.DEFERRED_WORKERS:
+                worker = threading.Thread(target=self._run, name="opsdash-deferred", daemon=True)
+                worker.start()
+                self._workers.append(worker)
 
     def _run(self) -> None:
         while True:
@@ -75,7 +87,7 @@ class DeferredWriter:
 
 
 def _drain_at_exit() -> None:
-    if not writer.drain(5.0):
+    if not writer.drain(settings.DEFERRED_DRAIN_SECONDS):
         counters.increment("deferred.lost", writer.pending())
         log.error("deferred: %s writes still queued at exit are lost", writer.pending())
 

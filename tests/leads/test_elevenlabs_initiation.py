@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.conf import settings
 from django.db import OperationalError
 from django.db.backends.utils import CursorWrapper
 from django.test import AsyncClient, Client, override_settings
@@ -366,7 +367,8 @@ def writer_held():
     def hold() -> None:
         release.wait(10)
 
-    writer.submit(hold)
+    for _ in range(settings.DEFERRED_WORKERS):  # every worker thread held
+        writer.submit(hold)
     try:
         yield
     finally:
