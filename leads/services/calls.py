@@ -11,6 +11,7 @@ from leads.phones import InvalidPhoneNumber, normalize_phone
 from leads.services.cache_keys import invalidate_lead_on_commit, invalidate_timeline_on_commit
 from leads.services.reads import organization_for_number
 from leads.services.status import advance_status
+from monitoring.cache import gate
 
 # A call reported by post-call is matched to a still-open call of the same customer this recent.
 MATCH_WINDOW = timedelta(hours=6)
@@ -67,6 +68,29 @@ def _open_call(organization_id, phone, call_sid, started_at, lead_id) -> Convers
             # lead's page: the context stays warm for the next call.
             invalidate_timeline_on_commit(lead_id)
     return conversation
+
+
+def open_known_calls(calls: list[tuple[int, str, datetime]]) -> None:
+    """Open many calls of known leads at once: (lead id, call SID, started at). A SID already
+    open is left as it is. Like `open_call`, only the leads' pages are invalidated."""
+    Conversation.objects.bulk_create(
+        [
+            Conversation(
+                lead_id=lead_id,
+                channel=Conversation.Channel.VOICE,
+                call_sid=call_sid,
+                status=Conversation.Status.INITIATED,
+                started_at=started_at,
+            )
+            for lead_id, call_sid, started_at in calls
+        ],
+        ignore_conflicts=True,
+    )
+    lead_ids = {lead_id for lead_id, _, _ in calls}
+    transaction.on_commit(
+        lambda: gate.invalidate(keys=[("timeline", str(lead_id)) for lead_id in lead_ids]),
+        robust=True,
+    )
 
 
 def find_call(

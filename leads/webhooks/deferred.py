@@ -20,15 +20,32 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (0.05, 0.2, 1.0)
 
 
+BATCH_SIZE = 100
+
+
+class _Batched:
+    __slots__ = ("item",)
+
+    def __init__(self, item) -> None:
+        self.item = item
+
+
 class DeferredWriter:
     def __init__(self) -> None:
         self._jobs: queue.Queue = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
 
+    def submit_batched(self, job: Callable[[list], object], item) -> None:
+        """Queue `item` for `job`, which a worker calls with every such item queued at that
+        moment (up to BATCH_SIZE): many small writes become one transaction."""
+        self.submit(job, _Batched(item))
+
     def submit(self, job: Callable[..., object], *args) -> None:
         if self._jobs.unfinished_tasks >= settings.DEFERRED_MAX_QUEUE:
             counters.increment("deferred.inline")
+            if args and isinstance(args[0], _Batched):
+                args = ([args[0].item],)
             try:
                 self._run_with_retries(job, args)
             finally:
@@ -64,11 +81,35 @@ class DeferredWriter:
     def _run(self) -> None:
         while True:
             job, args = self._jobs.get()
+            taken = 1
             try:
-                self._run_with_retries(job, args)
+                if args and isinstance(args[0], _Batched):
+                    items, others = self._gather(job, args[0])
+                    taken += len(items) - 1 + len(others)
+                    self._run_with_retries(job, (items,))
+                    for other_job, other_args in others:
+                        self._run_with_retries(other_job, other_args)
+                else:
+                    self._run_with_retries(job, args)
             finally:
                 close_old_connections()
-                self._jobs.task_done()
+                for _ in range(taken):
+                    self._jobs.task_done()
+
+    def _gather(self, job, first: "_Batched") -> tuple[list, list]:
+        """The items queued for the same batched job (the others met on the way, kept)."""
+        items, others = [first.item], []
+        while len(items) < BATCH_SIZE:
+            try:
+                other_job, other_args = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            batched = bool(other_args) and isinstance(other_args[0], _Batched)
+            if batched and other_job == job:
+                items.append(other_args[0].item)
+            else:
+                others.append((other_job, ([other_args[0].item],) if batched else other_args))
+        return items, others
 
     def _run_with_retries(self, job, args) -> None:
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):

@@ -11,13 +11,15 @@ import uuid
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, transaction
+from django.db.models import F
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
 from leads.models import WebhookEvent
 from leads.phones import InvalidPhoneNumber, normalize_phone
 from leads.services import call_context
+from leads.services import calls as calls_module
 from leads.webhooks import deliveries, handlers, intake, variables
 from leads.webhooks.deferred import writer
 from leads.webhooks.intake import Rejected
@@ -89,7 +91,8 @@ def answer_initiation(payload: dict) -> dict:
         log.warning("initiation for %s: no organization answers on it", called)
         return variables.fallback_answer(customer, outbound)
     lead_id = context["lead"]["id"] if context["lead"] else None
-    writer.submit(record_initiation, context["organization"]["id"], customer, lead_id, payload, now)
+    call = (context["organization"]["id"], customer, lead_id, payload, now)
+    writer.submit_batched(record_initiations, call)
     return variables.initiation_answer(context, customer, outbound, now)
 
 
@@ -107,21 +110,73 @@ def _context_or_none(org_number: str, customer: str) -> dict | None:
         return None
 
 
-def record_initiation(
-    organization_id: int, customer: str, lead_id: int | None, payload: dict, started_at
-) -> None:
-    """Deferred: the delivery row and the call's conversation (status initiated)."""
-    call_sid = payload.get("call_sid") or None
-    key = f"{INITIATION}:{call_sid or uuid.uuid4()}"
+def record_initiations(calls: list[tuple]) -> None:
+    """Deferred, in batches: each call's delivery row and conversation (status initiated).
+    Known callers' calls are written together (a few statements for the whole batch); a new
+    caller's, or one without a call SID, one by one through the general delivery path."""
+    known = [call for call in calls if call[2] is not None and call[3].get("call_sid")]
+    if known:
+        _record_known_calls(known)
+    for call in calls:
+        if call not in known:
+            record_initiation(*call)
+
+
+def _stored(organization_id, customer, lead_id, payload, started_at) -> dict:
     resolved = {
         "organization_id": organization_id,
         "customer": customer,
         "lead_id": lead_id,
         "started_at": started_at.isoformat(),
     }
-    event, duplicate = deliveries.record(
-        PROVIDER, INITIATION, key, {**payload, "opsdash": resolved}
-    )
+    return {**payload, "opsdash": resolved}
+
+
+def _record_known_calls(calls: list[tuple]) -> None:
+    keys = {f"{INITIATION}:{call[3]['call_sid']}": call for call in calls}
+    with transaction.atomic():
+        seen = set(
+            WebhookEvent.objects.filter(provider=PROVIDER, idempotency_key__in=keys).values_list(
+                "idempotency_key", flat=True
+            )
+        )
+        if seen:  # repeated deliveries: counted, and they change nothing
+            WebhookEvent.objects.filter(provider=PROVIDER, idempotency_key__in=seen).update(
+                duplicates=F("duplicates") + 1
+            )
+        fresh = {key: call for key, call in keys.items() if key not in seen}
+        now = timezone.now()
+        WebhookEvent.objects.bulk_create(
+            [
+                WebhookEvent(
+                    provider=PROVIDER,
+                    event_type=INITIATION,
+                    idempotency_key=key,
+                    payload=_stored(*call),
+                    status=WebhookEvent.Status.PROCESSED,
+                    attempts=1,
+                    processed_at=now,
+                )
+                for key, call in fresh.items()
+            ],
+            ignore_conflicts=True,
+        )
+        calls_module.open_known_calls(
+            [
+                (lead_id, payload["call_sid"], started)
+                for _, _, lead_id, payload, started in fresh.values()
+            ]
+        )
+
+
+def record_initiation(
+    organization_id: int, customer: str, lead_id: int | None, payload: dict, started_at
+) -> None:
+    """Deferred: the delivery row and the call's conversation (status initiated)."""
+    call_sid = payload.get("call_sid") or None
+    key = f"{INITIATION}:{call_sid or uuid.uuid4()}"
+    stored = _stored(organization_id, customer, lead_id, payload, started_at)
+    event, duplicate = deliveries.record(PROVIDER, INITIATION, key, stored)
     if not duplicate:
         deliveries.process(event, handlers.for_event(event))
 
