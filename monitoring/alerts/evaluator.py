@@ -43,7 +43,7 @@ def evaluate_once(now=None) -> tuple[Sample, list[engine.Transition]]:
     for transition in transitions:
         events.publish("alert.transition", transition_event(transition))
         notify.notify_transition(transition)
-    events.publish("monitoring.snapshot", snapshot(sample))
+    events.publish("monitoring.snapshot", snapshot(sample.minute, sample.redis))
     return sample, transitions
 
 
@@ -71,13 +71,18 @@ def transition_event(transition: engine.Transition) -> dict:
     }
 
 
-def snapshot(sample: Sample) -> dict:
-    return {
+def snapshot(minute: dict, redis: dict | None = None) -> dict:
+    """What live dashboards and the event stream show: the switch, this process's breaker, the
+    last minute's figures across every process, and the Redis sample when there is one."""
+    body = {
         "at": timezone.now().isoformat(),
-        "switch": sample.extra.get("switch"),
-        "redis": sample.redis,
-        "minute": {key: sample.minute[key] for key in ("overall", "cache", "route_groups")},
+        "switch": gate.switch.current().as_dict(),
+        "breaker": gate.breaker.state,
+        "minute": {key: minute[key] for key in ("overall", "cache", "route_groups", "processes")},
     }
+    if redis is not None:
+        body["redis"] = redis
+    return body
 
 
 class Evaluator(threading.Thread):

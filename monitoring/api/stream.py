@@ -9,10 +9,9 @@ import logging
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.http import HttpRequest, StreamingHttpResponse
-from django.utils import timezone
 
+from monitoring.alerts.evaluator import snapshot
 from monitoring.api.access import monitoring_access
-from monitoring.cache import gate
 from monitoring.events import DASHBOARD_GROUP
 from monitoring.metrics.aggregate import aggregate
 
@@ -21,13 +20,7 @@ SNAPSHOT_SECONDS = 5.0
 
 
 def snapshot_now() -> dict:
-    figures = aggregate(60)
-    return {
-        "at": timezone.now().isoformat(),
-        "switch": gate.switch.current().as_dict(),
-        "breaker": gate.breaker.state,
-        "minute": {key: figures[key] for key in ("overall", "cache", "route_groups", "processes")},
-    }
+    return snapshot(aggregate(60))
 
 
 def sse(event: str, data: dict) -> str:
