@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 
 from bench import seed, timing
 from leads import services
-from leads.services.reads import _load_call_context
+from leads.services.reads import load_call_context
 from monitoring.cache import gate
 from monitoring.cache.breaker import OPEN
 from opsdash.settings import redis_cache_config
@@ -52,7 +52,7 @@ def run(args) -> int:
 
 
 def redis_cases(caller: seed.Caller) -> list[timing.Case]:
-    context = _load_call_context(caller.org_number, caller.phone)
+    context = load_call_context(caller.org_number, caller.phone)
     return cached_value_cases(context["lead"]) + call_context_cases(caller, context)
 
 
@@ -90,7 +90,7 @@ def call_context_cases(caller: seed.Caller, context: dict) -> list[timing.Case]:
         timing.Case(
             "d",
             "(d) call context from the database (loader)",
-            lambda i: _load_call_context(org_number, phone),
+            lambda i: load_call_context(org_number, phone),
         ),
         timing.Case(
             "e",

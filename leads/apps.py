@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class LeadsConfig(AppConfig):
     name = "leads"
     verbose_name = "Leads and conversations"
+
+    def ready(self) -> None:
+        from leads import invalidation
+
+        invalidation.connect()

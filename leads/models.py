@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.dispatch import Signal
 
 from leads.phones import InvalidPhoneNumber, normalize_phone
 
@@ -14,7 +15,60 @@ def _validate_phone(value: str) -> None:
         raise ValidationError(f"store phone numbers in E.164 form ({canonical})")
 
 
-class Organization(models.Model):
+# Sent by the lead domain's QuerySet.update() and bulk operations, which send no model signals,
+# with the rows they change as they were before (`before`: dicts of the model's OBSERVED
+# fields) and after (`after`: instances, or the changed values as `changes`): the cache's
+# invalidation (leads.invalidation) sees every write path, not only save() and delete().
+rows_changed = Signal()
+
+
+class ObservedQuerySet(models.QuerySet):
+    def update(self, **changes):
+        before = self._observed_rows()
+        count = super().update(**changes)
+        rows_changed.send(sender=self.model, before=before, after=[], changes=changes)
+        return count
+
+    def bulk_create(self, objs, *args, **kwargs):
+        created = super().bulk_create(objs, *args, **kwargs)
+        rows_changed.send(sender=self.model, before=[], after=list(created), changes={})
+        return created
+
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        objs = list(objs)
+        count = super().bulk_update(objs, fields, *args, **kwargs)
+        before = [obj.loaded_values() for obj in objs]
+        rows_changed.send(sender=self.model, before=before, after=objs, changes={})
+        return count
+
+    def _observed_rows(self) -> list[dict]:
+        fields = self.model.OBSERVED
+        return list(self.values(*fields)) if fields else []
+
+
+class Observed(models.Model):
+    """Remembers the OBSERVED fields as loaded, so a write that moves a row (a lead's new
+    phone, a conversation given to another lead) also invalidates what the old values keyed."""
+
+    OBSERVED: tuple[str, ...] = ()
+
+    objects = ObservedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        loaded = dict(zip(field_names, values, strict=True))
+        instance._loaded = {name: loaded[name] for name in cls.OBSERVED if name in loaded}
+        return instance
+
+    def loaded_values(self) -> dict:
+        return getattr(self, "_loaded", {})
+
+
+class Organization(Observed):
     name = models.CharField(max_length=200)
     address = models.CharField(max_length=300, blank=True)
     timezone = models.CharField(max_length=64, default="UTC")
@@ -31,7 +85,7 @@ class Organization(models.Model):
         return self.name
 
 
-class PhoneNumber(models.Model):
+class PhoneNumber(Observed):
     """A number an organization answers on (the `To` of a text, the called number of a call)."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="numbers")
@@ -42,7 +96,9 @@ class PhoneNumber(models.Model):
         return self.e164
 
 
-class Lead(models.Model):
+class Lead(Observed):
+    OBSERVED = ("id", "phone")
+
     class Status(models.TextChoices):
         NEW = "new"
         CONTACTED = "contacted"
@@ -85,7 +141,9 @@ class Lead(models.Model):
         return f"{self.name or 'unknown'} ({self.phone})"
 
 
-class Conversation(models.Model):
+class Conversation(Observed):
+    OBSERVED = ("lead_id",)
+
     class Channel(models.TextChoices):
         VOICE = "voice"
         SMS = "sms"
@@ -133,7 +191,9 @@ class Conversation(models.Model):
         return f"{self.channel} {self.status} {self.started_at:%Y-%m-%d %H:%M}"
 
 
-class Message(models.Model):
+class Message(Observed):
+    OBSERVED = ("lead_id",)
+
     class Role(models.TextChoices):
         CUSTOMER = "customer"
         AGENT = "agent"

@@ -14,6 +14,15 @@ class CacheSwitch(models.Model):
     # circuit breaker open): the next process that caches bumps the generation first, so no
     # entry older than that write is served.
     invalidations_skipped = models.BooleanField(default=False)
+    # Advanced by every change of the row, so a process never replaces its copy by an older one.
+    revision = models.PositiveBigIntegerField(default=0)
+    # The Redis server (its run id) the current generation is used on, since when, and the
+    # marker planted there for the generation (see monitoring.cache.gate: a server that is not
+    # this one, or that lost the marker, gets a new generation before anything is read).
+    server_id = models.CharField(max_length=64, blank=True)
+    server_since = models.DateTimeField(null=True, blank=True)
+    marker = models.CharField(max_length=64, blank=True)
+    marked_generation = models.PositiveBigIntegerField(default=0)
     changed_at = models.DateTimeField(null=True, blank=True)
     changed_by = models.CharField(max_length=150, blank=True)
     reason = models.CharField(max_length=500, blank=True)
@@ -38,6 +47,7 @@ class SwitchAudit(models.Model):
         FLUSH = "flush", "flush (bump generation)"
         LOST = "lost", "invalidation lost (bump generation)"
         SKIPPED = "skipped", "writes skipped their invalidations (bump generation)"
+        RESET = "reset", "Redis lost or replaced its data (bump generation)"
 
     class Source(models.TextChoices):
         DASHBOARD = "dashboard"

@@ -175,6 +175,10 @@ REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="opsdash")
 CACHE_DEFAULT_TTL = env.int("CACHE_DEFAULT_TTL", default=3600)
 # How often each process re-reads the switch row, so a flip reaches it even if a broadcast is lost.
 SWITCH_REFRESH_SECONDS = _positive_float("SWITCH_REFRESH_SECONDS", default=0.5)
+# After the cache moves to another Redis server (a restart, a failover: a new generation), a
+# process still reaching the previous one answers from the database for this long instead of
+# moving the generation back (two servers seen at once must not empty the cache over and over).
+REDIS_SERVER_SETTLE_SECONDS = env.float("REDIS_SERVER_SETTLE_SECONDS", default=30.0)
 
 
 def _redis_pool_kwargs(url: str | None) -> dict:
@@ -198,6 +202,8 @@ def redis_cache_config(
         "LOCATION": url,
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # Bounded name resolution, and the server's run id asked on every new connection.
+            "CONNECTION_FACTORY": "monitoring.cache.connection.GateConnectionFactory",
             "SOCKET_CONNECT_TIMEOUT": connect_timeout,
             "SOCKET_TIMEOUT": socket_timeout,
             "CONNECTION_POOL_KWARGS": _redis_pool_kwargs(url),

@@ -34,9 +34,10 @@ class RedisServer:
     """One private redis-server. `persistent=True` keeps its data across stop/start (AOF), so a
     test can show that entries written before an outage are not served after it."""
 
-    def __init__(self, persistent: bool = False) -> None:
+    def __init__(self, persistent: bool = False, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.persistent = persistent
+        self.args = list(args)
         self.dir = Path(tempfile.mkdtemp(prefix="opsdash-redis-"))
         self.process: subprocess.Popen | None = None
         self.paused = False
@@ -67,6 +68,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_up()
         return self
@@ -92,6 +94,17 @@ class RedisServer:
         if self.paused:
             self.resume()
         self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=10)
+        self.process = None
+        self._admin = None
+
+    def snapshot(self) -> None:
+        """SAVE: the data set as it is now is what a restart loads (dump.rdb in its dir)."""
+        self.client().save()
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, nothing saved (a crash)."""
+        os.kill(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
         self.process = None
         self._admin = None

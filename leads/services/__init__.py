@@ -1,9 +1,9 @@
-"""The lead domain's services: reads go through the cache gate, writes commit and then
-invalidate every cache entry they affect. Views, webhooks and commands call only these."""
+"""The lead domain's services: reads go through the cache gate, writes commit, and the model
+layer then invalidates every cache entry they affected (leads.invalidation). Views, webhooks and
+commands call only these."""
 
 from leads.services.reads import (
     call_context,
-    find_or_create_lead,
     lead_counts,
     lead_list,
     organization_for_number,
@@ -12,6 +12,7 @@ from leads.services.timeline import lead_timeline
 from leads.services.writes import (
     add_message,
     complete_conversation,
+    find_or_create_lead,
     open_conversation,
     update_lead,
 )

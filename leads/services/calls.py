@@ -8,10 +8,8 @@ from django.utils import timezone
 
 from leads.models import Conversation, Lead, Message
 from leads.phones import InvalidPhoneNumber, normalize_phone
-from leads.services.cache_keys import invalidate_lead_on_commit, invalidate_timeline_on_commit
 from leads.services.reads import organization_for_number
 from leads.services.status import advance_status
-from monitoring.cache import gate
 
 # A call reported by post-call is matched to a still-open call of the same customer this recent.
 MATCH_WINDOW = timedelta(hours=6)
@@ -50,29 +48,23 @@ def _open_call(organization_id, phone, call_sid, started_at, lead_id) -> Convers
             existing = Conversation.objects.filter(call_sid=call_sid).first()
             if existing:
                 return existing
-        created = False
-        if lead_id is None:
-            lead, created = Lead.objects.get_or_create(organization_id=organization_id, phone=phone)
+        if lead_id is None or not Lead.objects.filter(pk=lead_id).exists():
+            # New caller, or one whose lead was deleted since the initiation was answered.
+            lead, _ = Lead.objects.get_or_create(organization_id=organization_id, phone=phone)
             lead_id = lead.id
-        conversation = Conversation.objects.create(
+        return Conversation.objects.create(
             lead_id=lead_id,
             channel=Conversation.Channel.VOICE,
             call_sid=call_sid or None,
             status=Conversation.Status.INITIATED,
             started_at=started_at,
         )
-        if created:
-            invalidate_lead_on_commit(organization_id, phone, lead_id)
-        else:
-            # A call in progress is not in the caller's call context (see reads), only on the
-            # lead's page: the context stays warm for the next call.
-            invalidate_timeline_on_commit(lead_id)
-    return conversation
 
 
 def open_known_calls(calls: list[tuple[int, str, datetime]]) -> None:
     """Open many calls of known leads at once: (lead id, call SID, started at). A SID already
-    open is left as it is. Like `open_call`, only the leads' pages are invalidated."""
+    open is left as it is. A call ringing in is on its lead's page only (see leads.invalidation),
+    so the callers' contexts stay warm for the calls themselves."""
     Conversation.objects.bulk_create(
         [
             Conversation(
@@ -85,11 +77,6 @@ def open_known_calls(calls: list[tuple[int, str, datetime]]) -> None:
             for lead_id, call_sid, started_at in calls
         ],
         ignore_conflicts=True,
-    )
-    lead_ids = {lead_id for lead_id, _, _ in calls}
-    transaction.on_commit(
-        lambda: gate.invalidate(keys=[("timeline", str(lead_id)) for lead_id in lead_ids]),
-        robust=True,
     )
 
 
@@ -170,7 +157,6 @@ def record_transcript(data: dict) -> Conversation:
         _store_turns(conversation, lead, data, started_at)
         _complete(conversation, data, started_at)
         _learn(lead, data, conversation.ended_at)
-        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return conversation
 
 
@@ -267,8 +253,6 @@ def mark_failed(data: dict) -> Conversation:
         reason = data.get("failure_reason") or data.get("reason") or ""
         conversation.analysis = {**conversation.analysis, "failure_reason": reason}
         conversation.save()
-        lead = conversation.lead
-        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return conversation
 
 

@@ -1,13 +1,23 @@
-"""Reads, every one through the cache gate."""
+"""Reads, every one through the cache gate. Each entry names the scopes it depends on (see
+cache_keys): a write to any of them makes it stale."""
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Count, F, Max, Q
 
 from leads.models import Conversation, Lead, Message, Organization
 from leads.phones import normalize_phone
 from leads.services import cache_keys
-from leads.services.cache_keys import TTL, invalidate_lead_on_commit
+from leads.services.cache_keys import (
+    COUNTS,
+    COUNTS_SCOPE,
+    CTX,
+    LEAD,
+    LEADS,
+    LISTS_SCOPE,
+    ORG,
+    ORGS_SCOPE,
+    phone_scope,
+)
 from leads.services.snapshots import lead_snapshot, message_snapshot, organization_snapshot
 from monitoring.cache import gate
 
@@ -15,7 +25,7 @@ from monitoring.cache import gate
 def organization_for_number(number: str) -> dict | None:
     """The organization answering on `number` (any format), or None."""
     number = normalize_phone(number)
-    return gate.get_or_load("org", number, lambda: _load_organization(number), cache_keys.org_ttl)
+    return gate.get_or_load(ORG, number, lambda: _load_organization(number), scopes=[ORGS_SCOPE])
 
 
 def _load_organization(number: str) -> dict | None:
@@ -23,21 +33,23 @@ def _load_organization(number: str) -> dict | None:
     return organization_snapshot(org) if org else None
 
 
-def find_or_create_lead(organization_id: int, phone: str) -> tuple[dict, bool]:
-    """The organization's lead for `phone` (any format), created if new: (lead, created)."""
-    phone = normalize_phone(phone)
+def lead_scopes_of(phone: str) -> list[str]:
+    return [phone_scope(phone)]
+
+
+def context_scopes_of(phone: str) -> list[str]:
+    return [ORGS_SCOPE, phone_scope(phone)]
+
+
+def cached_lead(organization_id: int, phone: str) -> dict | None:
+    """The organization's lead for `phone` (E.164), or None."""
     key = cache_keys.lead_key(organization_id, phone)
-    found = gate.get_or_load("lead", key, lambda: _load_lead(organization_id, phone), TTL["lead"])
-    if found is not None:
-        return found, False
-    with transaction.atomic():
-        lead, created = Lead.objects.get_or_create(organization_id=organization_id, phone=phone)
-        if created:
-            invalidate_lead_on_commit(organization_id, phone, lead.id)
-    return lead_snapshot(lead), created
+    return gate.get_or_load(
+        LEAD, key, lambda: load_lead(organization_id, phone), scopes=lead_scopes_of(phone)
+    )
 
 
-def _load_lead(organization_id: int, phone: str) -> dict | None:
+def load_lead(organization_id: int, phone: str) -> dict | None:
     lead = Lead.objects.filter(organization_id=organization_id, phone=phone).first()
     return lead_snapshot(lead) if lead else None
 
@@ -49,11 +61,11 @@ def call_context(org_number: str, phone: str) -> dict:
     org_number, phone = normalize_phone(org_number), normalize_phone(phone)
     key = cache_keys.context_key(org_number, phone)
     return gate.get_or_load(
-        "ctx", key, lambda: _load_call_context(org_number, phone), cache_keys.context_ttl
+        CTX, key, lambda: load_call_context(org_number, phone), scopes=context_scopes_of(phone)
     )
 
 
-def _load_call_context(org_number: str, phone: str) -> dict:
+def load_call_context(org_number: str, phone: str) -> dict:
     org = Organization.objects.filter(numbers__e164=org_number).first()
     lead = Lead.objects.filter(organization=org, phone=phone).first() if org else None
     context = {
@@ -106,11 +118,10 @@ def lead_list(
         org=organization_id, search=search, status=status, page=page, per_page=per_page
     )
     return gate.get_or_load(
-        "leads",
+        LEADS,
         key,
         lambda: _load_lead_list(organization_id, search, status, page, per_page),
-        TTL["leads"],
-        group=cache_keys.LISTS_GROUP,
+        scopes=[LISTS_SCOPE],
     )
 
 
@@ -148,11 +159,10 @@ def _search_filter(search: str) -> Q:
 def lead_counts(organization_id: int | None = None) -> dict:
     """Number of leads per status, and the total."""
     return gate.get_or_load(
-        "counts",
+        COUNTS,
         f"{organization_id or 'all'}",
         lambda: _load_lead_counts(organization_id),
-        TTL["counts"],
-        group=cache_keys.COUNTS_GROUP,
+        scopes=[COUNTS_SCOPE],
     )
 
 

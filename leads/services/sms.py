@@ -7,9 +7,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from leads.models import Conversation, Message
-from leads.services.cache_keys import invalidate_lead_on_commit
-from leads.services.reads import find_or_create_lead, organization_for_number
-from leads.services.writes import add_message
+from leads.services.reads import organization_for_number
+from leads.services.writes import add_message, find_or_create_lead
 
 # A text within this long of the thread's last message continues it; later ones start a new one.
 THREAD_WINDOW = timedelta(hours=24)
@@ -107,7 +106,4 @@ def update_delivery_status(message_sid: str, status: str, error_code: str = "") 
             message.delivery_status = status
             message.delivery_error = error_code
             message.save(update_fields=["delivery_status", "delivery_error"])
-            invalidate_lead_on_commit(
-                message.lead.organization_id, message.lead.phone, message.lead_id
-            )
     return message

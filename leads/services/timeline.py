@@ -1,8 +1,9 @@
 """A lead's page: its details and its conversations with every message, read through the cache
-gate (namespace "timeline", keyed by lead id, dropped by every write to the lead)."""
+gate (namespace "timeline", keyed by lead id, stale after any write to the lead or to an
+organization)."""
 
 from leads.models import Conversation, Lead, Message
-from leads.services.cache_keys import TTL
+from leads.services.cache_keys import ORGS_SCOPE, TIMELINE, lead_scope
 from leads.services.snapshots import (
     conversation_snapshot,
     lead_snapshot,
@@ -19,7 +20,10 @@ def lead_timeline(lead_id: int) -> dict | None:
     """The lead, its organization, and its latest conversations with their messages, all oldest
     first; None when there is no such lead."""
     return gate.get_or_load(
-        "timeline", str(lead_id), lambda: _load_timeline(lead_id), TTL["timeline"]
+        TIMELINE,
+        str(lead_id),
+        lambda: _load_timeline(lead_id),
+        scopes=[ORGS_SCOPE, lead_scope(lead_id)],
     )
 
 

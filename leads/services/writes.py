@@ -1,4 +1,5 @@
-"""Writes: each runs in a transaction and, once it commits, invalidates what it affected."""
+"""Writes: each runs in a transaction; once it commits, what it changed is invalidated (by the
+model layer, see leads.invalidation, like every other write path)."""
 
 from datetime import datetime
 
@@ -6,10 +7,22 @@ from django.db import transaction
 from django.utils import timezone
 
 from leads.models import Conversation, Lead, Message
-from leads.services.cache_keys import invalidate_lead_on_commit
+from leads.phones import normalize_phone
+from leads.services.reads import cached_lead
+from leads.services.snapshots import lead_snapshot
 
 LEAD_FIELDS = {"name", "status", "interest", "qualification", "sentiment", "last_contact_at"}
 CONVERSATION_RESULT_FIELDS = {"title", "summary", "classification", "analysis"}
+
+
+def find_or_create_lead(organization_id: int, phone: str) -> tuple[dict, bool]:
+    """The organization's lead for `phone` (any format), created if new: (lead, created)."""
+    phone = normalize_phone(phone)
+    found = cached_lead(organization_id, phone)
+    if found is not None:
+        return found, False
+    lead, created = Lead.objects.get_or_create(organization_id=organization_id, phone=phone)
+    return lead_snapshot(lead), created
 
 
 def update_lead(lead_id: int, **changes) -> Lead:
@@ -22,7 +35,6 @@ def update_lead(lead_id: int, **changes) -> Lead:
             setattr(lead, name, value)
         lead.full_clean(validate_unique=False, validate_constraints=False)
         lead.save(update_fields=[*changes, "updated_at"])
-        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return lead
 
 
@@ -43,7 +55,6 @@ def open_conversation(
             status=status,
             started_at=started_at or timezone.now(),
         )
-        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return conversation
 
 
@@ -71,8 +82,6 @@ def complete_conversation(
         for name, value in results.items():
             setattr(conversation, name, value)
         conversation.save()
-        lead = conversation.lead
-        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
     return conversation
 
 
@@ -101,8 +110,6 @@ def add_message(
         if role != Message.Role.SYSTEM and (
             lead.last_contact_at is None or message.created_at > lead.last_contact_at
         ):
-            Lead.objects.filter(pk=lead.pk).update(
-                last_contact_at=message.created_at, updated_at=timezone.now()
-            )
-        invalidate_lead_on_commit(lead.organization_id, lead.phone, lead.id)
+            lead.last_contact_at = message.created_at
+            lead.save(update_fields=["last_contact_at", "updated_at"])
     return message

@@ -16,7 +16,7 @@ from django.db.models import F
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
-from leads.models import WebhookEvent
+from leads.models import Lead, WebhookEvent
 from leads.phones import InvalidPhoneNumber, normalize_phone
 from leads.services import call_context
 from leads.services import calls as calls_module
@@ -113,13 +113,20 @@ def _context_or_none(org_number: str, customer: str) -> dict | None:
 def record_initiations(calls: list[tuple]) -> None:
     """Deferred, in batches: each call's delivery row and conversation (status initiated).
     Known callers' calls are written together (a few statements for the whole batch); a new
-    caller's, or one without a call SID, one by one through the general delivery path."""
+    caller's, one without a call SID, or one whose lead has gone since it was answered, one by
+    one through the general delivery path, which records a call that fails as failed with its
+    error. If the batch itself fails, its calls are recorded one by one: one bad call never
+    loses the others."""
     known = [call for call in calls if call[2] is not None and call[3].get("call_sid")]
+    alone = [call for call in calls if call not in known]
     if known:
-        _record_known_calls(known)
-    for call in calls:
-        if call not in known:
-            record_initiation(*call)
+        try:
+            alone += _record_known_calls(known)
+        except DatabaseError:
+            log.exception("recording %d initiations together failed; one by one now", len(known))
+            alone += known
+    for call in alone:
+        record_initiation(*call)
 
 
 def _stored(organization_id, customer, lead_id, payload, started_at) -> dict:
@@ -132,7 +139,16 @@ def _stored(organization_id, customer, lead_id, payload, started_at) -> dict:
     return {**payload, "opsdash": resolved}
 
 
-def _record_known_calls(calls: list[tuple]) -> None:
+def _record_known_calls(calls: list[tuple]) -> list[tuple]:
+    """Records the calls whose lead still exists; returns the others, with no lead id."""
+    lead_ids = {call[2] for call in calls}
+    existing = set(Lead.objects.filter(pk__in=lead_ids).values_list("id", flat=True))
+    gone = [
+        (org, customer, None, *rest)
+        for org, customer, lead_id, *rest in calls
+        if lead_id not in existing
+    ]
+    calls = [call for call in calls if call[2] in existing]
     keys = {f"{INITIATION}:{call[3]['call_sid']}": call for call in calls}
     with transaction.atomic():
         seen = set(
@@ -167,6 +183,7 @@ def _record_known_calls(calls: list[tuple]) -> None:
                 for _, _, lead_id, payload, started in fresh.values()
             ]
         )
+    return gone
 
 
 def record_initiation(

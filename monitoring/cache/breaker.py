@@ -2,6 +2,11 @@
 -> half-open, where exactly one caller probes -> closed again, or open for another cool-down.
 
 While open, `allow()` is one attribute read and one clock read: a broken Redis costs nothing.
+
+Failures are counted per episode: calls that were already under way when a counted failure
+ended (every request caught in the same stall of a busy server) add nothing to it, so one slow
+moment cannot open the breaker by itself, while calls that keep failing one after the other
+(a server down or hung) open it after REDIS_BREAKER_FAILURES of them.
 """
 
 import threading
@@ -29,6 +34,15 @@ class CircuitBreaker:
         self.state = CLOSED
         self._failures = 0
         self._opened_at = 0.0
+        self._last_failure_at = float("-inf")
+
+    def now(self) -> float:
+        return self._clock()
+
+    @property
+    def failing(self) -> bool:
+        """The latest call failed (closed or not): a caller may skip optional Redis work."""
+        return self._failures > 0 or self.state != CLOSED
 
     def allow(self) -> bool:
         """True while closed. Never lets a caller through while open or while a probe runs."""
@@ -52,10 +66,15 @@ class CircuitBreaker:
         if self._failures:
             self._failures = 0
 
-    def record_failure(self, *, hard: bool = False) -> None:
-        """Count a failure; a hard one (a timeout: the server hangs) opens the breaker at once."""
+    def record_failure(self, *, hard: bool = False, started_at: float | None = None) -> None:
+        """Count a failure of a call started at `started_at` (the breaker's clock); one that
+        started before the last counted failure ended belongs to that episode and is not
+        counted again. A hard failure opens the breaker at once."""
         with self._lock:
-            self._failures += 1
+            overlapping = started_at is not None and started_at < self._last_failure_at
+            if not overlapping or hard:
+                self._failures += 1
+                self._last_failure_at = self._clock()
             if self.state == CLOSED and (hard or self._failures >= self.failure_threshold):
                 self._trip()
 
@@ -72,6 +91,7 @@ class CircuitBreaker:
         with self._lock:
             self._failures = 0
             self._opened_at = 0.0
+            self._last_failure_at = float("-inf")
             self.state = CLOSED
 
     def seconds_until_probe(self) -> float:

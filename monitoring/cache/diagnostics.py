@@ -356,7 +356,14 @@ class _FixedSwitch:
         return self.state
 
     def apply(self, state: SwitchState) -> None:
-        pass
+        """Takes a checked server's marker and generation, never its on/off."""
+        self.state = replace(state, enabled=True)
+
+    def known(self) -> SwitchState:
+        return self.state
+
+    def age(self) -> float:
+        return 0.0
 
 
 ALWAYS_ON = SwitchState(enabled=True, source=RUNTIME, generation=0, stored_enabled=True)
@@ -403,6 +410,13 @@ class IsolatedGate(CacheGate):
 
     def _breaker_changed(self, old: str, new: str) -> None:
         self.breaker_changes.append((old, new))
+
+    def _cache_state(self):
+        # Its own throwaway server: never checked against (or written to) the switch row.
+        return self.switch.current() if self._redis_usable() else None
+
+    def _trusts(self, marker, state) -> bool:
+        return True
 
     def close(self) -> None:
         self._client.close()

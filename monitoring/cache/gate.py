@@ -1,15 +1,21 @@
 """The cache gate: the one way into the cache Redis.
 
-Every cached read is `gate.get_or_load(namespace, key, loader, ttl)` and every write's cache
-effect is `gate.invalidate(...)`, called on commit. The gate asks the switch whether caching is
-on and the circuit breaker whether Redis is usable, prefixes every key with the switch's
-generation, guards stores against the read-populate race, counts hits, misses, errors and Redis
-latency per namespace, and never lets a Redis fault reach its caller: a failed read is a miss,
-a failed store is skipped, a failed invalidation bumps the generation instead.
+Every cached read is `gate.get_or_load(namespace, key, loader, scopes=...)` and every write's
+cache effect is `gate.invalidate(scopes=...)`, called on commit. The gate asks the switch
+whether caching is on and the circuit breaker whether Redis is usable, names every key with the
+switch's generation, serves an entry only while every scope it depends on still has the token it
+was stored under, guards stores against the read-populate race, counts hits, misses, errors and
+Redis latency per namespace, and never lets a Redis fault reach its caller: a failed read is a
+miss, a failed store is skipped, a lost invalidation starts a new generation.
+
+It also never trusts that Redis still holds what it was told. Each generation has a marker key
+in Redis (its value is kept in the database); every read fetches it with the entry, and every
+new connection asks the server's run id. A server that is not the one the generation was started
+on (restarted from a snapshot, a promoted replica) or that lost the marker (flushed, evicted,
+restarted empty) gets a new generation, audited, before anything is read from it.
 """
 
 import logging
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,12 +24,14 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from redis.exceptions import RedisError
 
 from monitoring import events
-from monitoring.cache import scripts, switch
+from monitoring.cache import entries, scripts, switch
 from monitoring.cache.breaker import CircuitBreaker
+from monitoring.cache.connection import identity_of
+from monitoring.cache.entries import Namespace, as_namespace, nonces
 from monitoring.cache.stats import GateStats
 from monitoring.metrics.recorder import PROCESS_ID
 from monitoring.models import SwitchAudit
@@ -32,8 +40,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 REDIS_FAULTS = (RedisError, OSError)
-# Long enough that no token can expire while a reader is between its load and its store.
+# Scope tokens outlive the entries that depend on them (a token that expires first only turns
+# a hit into a miss).
 TOKEN_TTL = 86_400
+ANY_GENERATION = -1
 _RESETTING_SETTINGS = {
     "CACHES",
     "REDIS_URL",
@@ -47,8 +57,8 @@ _RESETTING_SETTINGS = {
 @dataclass(frozen=True)
 class _Names:
     value: str
-    token: str
-    members: str | None
+    marker: str
+    scopes: list[str]
 
 
 class CacheGate:
@@ -56,54 +66,142 @@ class CacheGate:
         self.switch = switch.view
         self.stats = GateStats()
         self._client = None
-        self._store_script = None
-        self._invalidate_script = None
+        self._scripts: dict[str, Any] = {}
         self._breaker: CircuitBreaker | None = None
         self._fault_logged = False
+        self._verify_lock = threading.Lock()
+        # Nothing read from Redis is trusted before the server has been checked once.
+        self._needs_verify = True
+        # The generation of a lost invalidation whose new generation could not be recorded:
+        # until it is, this process does not cache.
+        self._owed_bump: int | None = None
 
     # --- reads ------------------------------------------------------------------------------
 
     def get_or_load(
         self,
-        namespace: str,
+        namespace: Namespace | str,
         key: str,
         loader: Callable[[], T],
         ttl: int | Callable[[T], int] | None = None,
-        group: str | None = None,
+        scopes: Iterable[str] | None = None,
     ) -> T:
-        """The cached value, or loader()'s, stored for next time. `ttl` may be a function of
-        the value (for instance shorter for "not found"). With `group`, the entry is dropped by
-        `invalidate(groups=[(namespace, group)])` along with every other member."""
+        """The cached value, or loader()'s, stored for next time. The entry is served only
+        until one of its `scopes` is invalidated (default: its own key). `ttl` (else the
+        namespace's) may be a function of the value, for instance shorter for "not found"."""
+        namespace = as_namespace(namespace)
         state = self._cache_state()
         if state is None:
-            self.stats.count(namespace, "bypassed")
+            self.stats.count(namespace.name, "bypassed")
             return loader()
-        names = self._names(state.generation, namespace, key, group)
+        names = self._names(state.generation, namespace, key, scopes)
+        found = self._read(namespace.name, state, names)
+        if found is None:
+            return loader()
+        raw, tokens = found
+        if raw is not None:
+            entry = entries.decode(raw)
+            if entry is not None and None not in tokens and entry[0] == tokens:
+                self.stats.count(namespace.name, "hits")
+                return entry[1]
+            if entry is None:
+                log.warning("cache: unreadable entry %s, reloading it", names.value)
+        self.stats.count(namespace.name, "misses")
+        return self._load_and_store(namespace, names, state, tokens, loader, ttl)
+
+    def refresh(
+        self,
+        namespace: Namespace | str,
+        key: str,
+        loader: Callable[[], T],
+        ttl: int | Callable[[T], int] | None = None,
+        scopes: Iterable[str] | None = None,
+        only_if_cached: bool = True,
+    ) -> None:
+        """Load an entry and store it now (write-through after an invalidation), so the next
+        reader finds it warm; by default only if an entry (even a stale one) was there, that
+        is, only if it is in use. Guarded like any store."""
+        namespace = as_namespace(namespace)
+        state = self._cache_state()
+        if state is None:
+            return
+        names = self._names(state.generation, namespace, key, scopes)
+        found = self._read(namespace.name, state, names)
+        if found is None or (only_if_cached and found[0] is None):
+            return
+        self.stats.count(namespace.name, "refreshes")
+        self._load_and_store(namespace, names, state, found[1], loader, ttl)
+
+    def _read(self, namespace: str, state, names: _Names):
+        """(raw entry or None, scope tokens) from one MGET, or None when nothing read may be
+        trusted (a fault, or a server or generation that must be checked first)."""
         try:
-            raw, token = self._call(namespace, self._redis().mget, names.value, names.token)
+            raw, marker, *tokens = self._call(
+                namespace, self._redis().mget, names.value, names.marker, *names.scopes
+            )
         except REDIS_FAULTS as exc:
             self._fault(namespace, exc)
-            return loader()
-        if raw is not None:
-            try:
-                value = pickle.loads(raw)
-            except Exception:  # any undecodable entry (corrupt, or from other code) is a miss
-                log.warning("cache: unreadable entry %s, reloading it", names.value)
-            else:
-                self.stats.count(namespace, "hits")
-                return value
-        self.stats.count(namespace, "misses")
+            return None
+        if not self._trusts(marker, state):
+            # Another server behind the address, or this generation's marker is gone (a
+            # flush, a restart, another process's new generation): check before any use.
+            self._needs_verify = True
+            self.stats.count(namespace, "unverified")
+            return None
+        return raw, tokens
+
+    def _trusts(self, marker: bytes | None, state) -> bool:
+        return not identity_of(self._redis()).changed and marker == state.marker.encode()
+
+    def _load_and_store(self, namespace: Namespace, names, state, tokens, loader, ttl):
+        if None in tokens:
+            tokens = self._ensure_tokens(namespace.name, names, tokens)
         value = loader()
-        self._store(namespace, names, token, value, _seconds(ttl, value))
+        if tokens is not None:
+            self._store(
+                namespace, names, state.marker, tokens, value, _seconds(namespace, ttl, value)
+            )
         return value
 
-    def _store(self, namespace: str, names: _Names, token: bytes | None, value: Any, ttl: int):
+    def _ensure_tokens(self, namespace: str, names: _Names, tokens: list):
+        """Missing scope tokens are created before loading, so a write after the load is seen."""
+        fresh = [nonces.next() for _ in names.scopes]
+        try:
+            return self._call(
+                namespace,
+                self._script("ensure_tokens"),
+                keys=names.scopes,
+                args=[TOKEN_TTL, *fresh],
+            )
+        except REDIS_FAULTS as exc:
+            self._fault(namespace, exc)
+            return None
+
+    def _store(self, namespace: Namespace, names, marker: str, tokens, value, ttl: int) -> None:
+        try:
+            payload = entries.encode(tokens, value)
+        except entries.Unstorable as exc:
+            self.stats.count(namespace.name, "unstorable")
+            log.warning("cache: %s entry is not plain data, not stored: %s", namespace.name, exc)
+            return
+        if connection.in_atomic_block:
+            # Read inside a transaction that may yet roll back: stored only once it commits
+            # (the guard then still refuses it if a write has invalidated it meanwhile).
+            transaction.on_commit(
+                lambda: self._guarded_store(namespace.name, names, marker, tokens, payload, ttl),
+                robust=True,
+            )
+            return
+        self._guarded_store(namespace.name, names, marker, tokens, payload, ttl)
+
+    def _guarded_store(self, namespace: str, names, marker, tokens, payload, ttl) -> None:
         if not self.breaker.allow():
             return
-        keys = [names.value, names.token] + ([names.members] if names.members else [])
-        args = [token or b"", pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL), ttl]
+        keys = [names.value, names.marker, *names.scopes]
         try:
-            stored = self._call(namespace, self._script("store"), keys=keys, args=args)
+            stored = self._call(
+                namespace, self._script("store"), keys=keys, args=[payload, ttl, marker, *tokens]
+            )
         except REDIS_FAULTS as exc:
             self._fault(namespace, exc)
             return
@@ -112,80 +210,99 @@ class CacheGate:
     # --- writes -----------------------------------------------------------------------------
 
     def invalidate(
-        self,
-        keys: Iterable[tuple[str, str]] = (),
-        groups: Iterable[tuple[str, str]] = (),
-    ) -> set[tuple[str, str]]:
-        """Drop entries (namespace, key) and every member of groups (namespace, group), in one
-        round trip; returns the keys that held an entry. Call it on commit. Invalidations are
-        sent even while caching is switched off at runtime: a process that has not yet seen the
-        flip must not keep a stale entry."""
-        keys, groups = list(keys), list(groups)
-        if not (keys or groups):
-            return set()
-        if switch.environment_source() != switch.RUNTIME:
-            self._note_skipped_invalidation()
-            return set()
-        if not self._redis_usable():
-            # Redis cannot be told: the next process to cache bumps the generation first.
-            self._note_skipped_invalidation()
-            return set()
-        # Read the generation afresh: another process may have bumped it since this process's
-        # copy was refreshed, and entries stored since then live under the new one.
-        generation = self.switch.refresh().generation
-        redis_keys, kinds = self._invalidation_targets(generation, keys, groups)
-        namespace = (keys or groups)[0][0]
-        try:
-            dropped = self._call(
-                namespace, self._script("invalidate"), keys=redis_keys, args=[TOKEN_TTL, *kinds]
-            )
-        except REDIS_FAULTS as exc:
-            self._fault(namespace, exc)
-            self._bump_generation(
-                SwitchAudit.Action.LOST, "a cache invalidation could not reach Redis"
-            )
-            return set()
-        for ns, _ in keys + groups:
-            self.stats.count(ns, "invalidations")
-        return {keys[position - 1] for position in dropped}
-
-    def refresh(
-        self,
-        namespace: str,
-        key: str,
-        loader: Callable[[], T],
-        ttl: int | Callable[[T], int] | None = None,
+        self, scopes: Iterable[str] = (), keys: Iterable[tuple[Namespace | str, str]] = ()
     ) -> None:
-        """Load an entry and store it now (write-through after an invalidation), so the next
-        reader finds it warm. Guarded like any store: if another write invalidates the key
-        while this loads, the loaded value is not stored."""
-        state = self._cache_state()
-        if state is None:
+        """Make stale every entry that depends on one of `scopes` (and the entries `keys`, for
+        entries kept under their own key), in one round trip. Call it on commit. Sent even
+        while caching is switched off at runtime: a process that has not yet seen the flip must
+        not keep serving a stale entry. An invalidation that cannot be sent is recorded (the
+        next process to cache starts a new generation first) or, when it may have been lost,
+        answered with a new generation at once."""
+        scopes = list(scopes) + [_own_scope(as_namespace(ns), key) for ns, key in keys]
+        if not scopes:
             return
-        names = self._names(state.generation, namespace, key, None)
+        if switch.environment_source() != switch.RUNTIME or not self._redis_usable():
+            self._note_skipped_invalidation()
+            return
+        self._pay_owed_bump()
         try:
-            token = self._call(namespace, self._redis().get, names.token)
-        except REDIS_FAULTS as exc:
-            self._fault(namespace, exc)
+            # The generation read afresh: another process may have started a new one since
+            # this process's copy was refreshed, and entries stored since live under it.
+            generation = self.switch.refresh().generation
+        except DatabaseError:
+            self._note_skipped_invalidation()
             return
-        value = loader()
-        self.stats.count(namespace, "refreshes")
-        self._store(namespace, names, token, value, _seconds(ttl, value))
+        names = [entries.scope_name(settings.REDIS_KEY_PREFIX, generation, s) for s in scopes]
+        label = scopes[0].split(":", 1)[0]
+        if not self._replace_tokens(label, names):
+            self._lost_invalidation(generation)
+            return
+        for scope in scopes:
+            self.stats.count(scope.split(":", 1)[0], "invalidations")
 
-    def _invalidation_targets(self, generation, keys, groups) -> tuple[list[str], list[str]]:
-        redis_keys: list[str] = []
-        kinds: list[str] = []
-        for namespace, key in keys:
-            names = self._names(generation, namespace, key, None)
-            redis_keys += [names.token, names.value]
-            kinds.append("k")
-        for namespace, group in groups:
-            names = self._names(generation, namespace, "", group)
-            redis_keys += [names.token, names.members]
-            kinds.append("g")
-        return redis_keys, kinds
+    def invalidation_failed(self) -> None:
+        """An invalidation that could not even be attempted (a bug, a failure before it was
+        sent): the whole cache is made stale instead."""
+        self._lost_invalidation(None)
 
-    # --- the breaker and the connection -----------------------------------------------------
+    def _replace_tokens(self, label: str, names: list[str]) -> bool:
+        """Sent twice at most: one stall of a busy server must not cost every process its cache
+        (replacing tokens is idempotent, so a second try is safe)."""
+        for attempt in (1, 2):
+            fresh = [nonces.next() for _ in names]
+            try:
+                self._call(
+                    label, self._script("replace_tokens"), keys=names, args=[TOKEN_TTL, *fresh]
+                )
+                return True
+            except REDIS_FAULTS as exc:
+                self._fault(label, exc)
+                if attempt == 2 or not self.breaker.allow():
+                    return False
+        return False
+
+    def _lost_invalidation(self, generation: int | None) -> None:
+        try:
+            switch.bump_generation(
+                actor="system",
+                reason="a cache invalidation could not reach Redis",
+                source="system",
+                action=SwitchAudit.Action.LOST,
+                if_generation=generation,
+            )
+        except DatabaseError:
+            log.error("cache: an invalidation was lost and the new generation cannot be recorded")
+            self._owed_bump = ANY_GENERATION if generation is None else generation
+
+    def _pay_owed_bump(self) -> bool:
+        owed = self._owed_bump
+        if owed is None:
+            return True
+        try:
+            switch.bump_generation(
+                actor="system",
+                reason="a cache invalidation could not reach Redis (recorded late)",
+                source="system",
+                action=SwitchAudit.Action.LOST,
+                if_generation=None if owed == ANY_GENERATION else owed,
+            )
+        except DatabaseError:
+            return False
+        self._owed_bump = None
+        return True
+
+    def _note_skipped_invalidation(self) -> None:
+        try:
+            switch.note_skipped_invalidation()
+        except DatabaseError:
+            log.error("cache: an invalidation was skipped and could not be noted")
+            known = self.switch.known()
+            self._owed_bump = known.generation if known is not None else ANY_GENERATION
+        # A probe may have closed the breaker after this write found it open: look again
+        # before the next read in this process.
+        self._needs_verify = True
+
+    # --- trust: the breaker, the server, the generation -------------------------------------
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -198,32 +315,95 @@ class CacheGate:
         return self._breaker
 
     def _cache_state(self) -> switch.SwitchState | None:
-        """The switch state to read and store under, or None to answer from the database.
-        Only a process that caches, with Redis usable, starts the new generation that writes
-        which skipped their invalidations call for (a bystander bumping it would empty the
-        cache over and over while another process's breaker is open)."""
+        """The switch state to read and store under, or None to answer from the database."""
         state = self.switch.current()
-        if not state.enabled or not self._redis_usable():
+        if not state.enabled or not self._copy_is_fresh() or not self._redis_usable():
             return None
-        state = self.switch.current()  # a recovery probe may have bumped the generation
-        if not state.stale_risk:
-            return state
-        # Inside a caller's transaction the bump could roll back: bypass until a later read.
-        if connection.in_atomic_block:
+        if self._owed_bump is not None and not self._pay_owed_bump():
+            return None
+        state = self.switch.current()
+        if (
+            self._needs_verify
+            or state.stale_risk
+            or state.marked_generation != state.generation
+            or state.server_id != identity_of(self._redis()).trusted
+            or identity_of(self._redis()).changed
+        ):
+            return self._verify()
+        return state
+
+    def _copy_is_fresh(self) -> bool:
+        """A copy of the switch the database has not confirmed for a long while (its refresher
+        stuck or the database unreachable) may miss a flip or a new generation: not trusted."""
+        return self.switch.age() <= max(3.0, 6 * settings.SWITCH_REFRESH_SECONDS)
+
+    def _verify(self) -> switch.SwitchState | None:
+        """Check the server and the generation against the database (see switch.
+        reconcile_server), starting a new generation if they disagree. One thread at a time;
+        the others answer from the database meanwhile. Inside a caller's transaction the new
+        generation is seen by other processes once it commits (they wait on the row's lock), and
+        stores made under it wait for the commit too; if it rolls back, the marker it planted is
+        one the row does not know, and the next check starts yet another generation."""
+        if not self._verify_lock.acquire(blocking=False):
             return None
         try:
-            state = switch.resume_after_skipped_invalidations(state)
-        except DatabaseError:
+            client = self._redis()
+            identity = identity_of(client)
+            client.connection_pool.disconnect(inuse_connections=False)
+            run_id = self._call("verify", client.info, "server")["run_id"]
+            check = switch.ServerCheck(run_id, self._marker_of)
+            state = switch.reconcile_server(
+                check, recent_seconds=settings.REDIS_SERVER_SETTLE_SECONDS
+            )
+        except REDIS_FAULTS as exc:
+            self._fault("verify", exc)
             return None
+        except DatabaseError:
+            log.error("cache: the switch cannot be read to check the Redis server; not caching")
+            return None
+        finally:
+            self._verify_lock.release()
+        if state is None:
+            log.warning("cache: Redis server %s is not the one in use; not caching", run_id[:12])
+            return None
+        identity.trust(run_id)
         self.switch.apply(state)
-        return state
+        self._needs_verify = False
+        return state if state.marked_generation == state.generation else None
+
+    def _marker_of(self, generation: int) -> str | None:
+        name = entries.marker_name(settings.REDIS_KEY_PREFIX, generation)
+        value = self._call("verify", self._redis().get, name)
+        return value.decode() if value is not None else None
+
+    def plant_generation(self, old: int, new: int) -> str | None:
+        """Inside the transaction that starts generation `new`: retire `old`'s marker (every
+        process reading under it turns to the database at once) and plant `new`'s. Returns the
+        new marker, or None when Redis cannot be told now (the first process to cache plants
+        it later)."""
+        if (
+            switch.environment_source() == switch.UNCONFIGURED
+            or "redis" not in settings.CACHES
+            or self.breaker.failing
+        ):
+            return None
+        prefix = settings.REDIS_KEY_PREFIX
+        value = nonces.next().decode()
+        pipe = self._redis().pipeline(transaction=False)
+        if old:
+            pipe.delete(entries.marker_name(prefix, old))
+        pipe.set(entries.marker_name(prefix, new), value)
+        try:
+            self._call("marker", pipe.execute)
+        except REDIS_FAULTS as exc:
+            self._fault("marker", exc)
+            return None
+        return value
 
     def _redis_usable(self) -> bool:
         breaker = self.breaker
         if breaker.allow():
             return True
-        # A probe must commit its generation bump before any read; inside a caller's
-        # transaction it could not, so the probe waits for a caller outside one.
         if not breaker.probe_due() or connection.in_atomic_block or not breaker.try_start_probe():
             return False
         return self._probe()
@@ -234,46 +414,28 @@ class CacheGate:
         except REDIS_FAULTS:
             self.breaker.probe_failed()
             return False
-        # If writes skipped their invalidations during the outage (here or in any process),
-        # nothing cached before it may be served after it: a new generation first.
-        try:
-            self.switch.apply(switch.resume_after_skipped_invalidations(switch.read_state()))
-        except DatabaseError:
-            log.error("cache: Redis is back but the switch cannot be read; staying open")
-            self.breaker.probe_failed()
-            return False
+        # Closed first, so that writes from now on reach Redis; then nothing is read before
+        # the switch (with every skip noted until now) and the server have been checked.
+        self._needs_verify = True
         self.breaker.close()
         return True
 
-    def _note_skipped_invalidation(self) -> None:
-        try:
-            switch.note_skipped_invalidation()
-        except DatabaseError:
-            log.error("cache: an invalidation was skipped and could not be noted")
-
-    def _bump_generation(self, action: str, reason: str) -> bool:
-        try:
-            switch.bump_generation(actor="system", reason=reason, source="system", action=action)
-        except DatabaseError:
-            log.error("cache: could not bump the generation (%s); database unreachable", reason)
-            return False
-        return True
-
     def _call(self, namespace: str, fn: Callable[..., T], *args, **kwargs) -> T:
-        started = time.perf_counter()
+        breaker = self.breaker
+        started, clock = time.perf_counter(), breaker.now()
         try:
             result = fn(*args, **kwargs)
+        except REDIS_FAULTS:
+            breaker.record_failure(started_at=clock)
+            raise
         finally:
             self.stats.redis_call(namespace, time.perf_counter() - started)
-        self.breaker.record_success()
+        breaker.record_success()
         self._fault_logged = False
         return result
 
     def _fault(self, namespace: str, exc: BaseException) -> None:
         self.stats.count(namespace, "errors")
-        # A timeout counts like any other failure: one slow answer on a busy host must not
-        # empty every process's cache; REDIS_BREAKER_FAILURES in a row open the breaker.
-        self.breaker.record_failure()
         if not self._fault_logged:
             self._fault_logged = True
             log.warning(
@@ -283,11 +445,7 @@ class CacheGate:
     def _breaker_changed(self, old: str, new: str) -> None:
         self.stats.breaker_changed(time.time(), old, new)
         log.warning("cache: circuit breaker %s -> %s", old, new)
-        # Told to the dashboards off the caller's thread: a request never waits on the layer.
-        event = {"from": old, "to": new, "process": PROCESS_ID}
-        threading.Thread(
-            target=events.publish, args=("breaker.changed", event), daemon=True
-        ).start()
+        events.publish("breaker.changed", {"from": old, "to": new, "process": PROCESS_ID})
 
     def _redis(self):
         if self._client is None:
@@ -297,22 +455,23 @@ class CacheGate:
         return self._client
 
     def _script(self, name: str):
-        if name == "store":
-            if self._store_script is None:
-                self._store_script = self._redis().register_script(scripts.GUARDED_STORE)
-            return self._store_script
-        if self._invalidate_script is None:
-            self._invalidate_script = self._redis().register_script(scripts.INVALIDATE)
-        return self._invalidate_script
+        script = self._scripts.get(name)
+        if script is None:
+            source = {
+                "store": scripts.GUARDED_STORE,
+                "ensure_tokens": scripts.ENSURE_TOKENS,
+                "replace_tokens": scripts.REPLACE_TOKENS,
+            }[name]
+            script = self._scripts[name] = self._redis().register_script(source)
+        return script
 
-    def _names(self, generation: int, namespace: str, key: str, group: str | None) -> _Names:
-        base = f"{settings.REDIS_KEY_PREFIX}:{generation}"
-        if group is None:
-            return _Names(f"{base}:v:{namespace}:{key}", f"{base}:t:{namespace}:{key}", None)
+    def _names(self, generation: int, namespace: Namespace, key: str, scopes) -> _Names:
+        prefix = settings.REDIS_KEY_PREFIX
+        scopes = list(scopes) if scopes is not None else [_own_scope(namespace, key)]
         return _Names(
-            f"{base}:v:{namespace}:{key}",
-            f"{base}:t:{namespace}:g:{group}",
-            f"{base}:m:{namespace}:{group}",
+            entries.value_name(prefix, generation, namespace, key),
+            entries.marker_name(prefix, generation),
+            [entries.scope_name(prefix, generation, scope) for scope in scopes],
         )
 
     # --- observing the server ----------------------------------------------------------------
@@ -353,9 +512,12 @@ class CacheGate:
 
     def reset(self) -> None:
         """Forget the connection, breaker, switch copy and counters (settings changed; tests)."""
-        self._client = self._store_script = self._invalidate_script = None
+        self._client = None
+        self._scripts = {}
         self._breaker = None
         self._fault_logged = False
+        self._needs_verify = True
+        self._owed_bump = None
         self.switch.forget()
         self.stats.reset()
 
@@ -367,7 +529,12 @@ class CacheGate:
             self.reset()
 
 
-def _seconds(ttl, value) -> int:
+def _own_scope(namespace: Namespace, key: str) -> str:
+    return f"{namespace.name}:{key}"
+
+
+def _seconds(namespace: Namespace, ttl, value) -> int:
+    ttl = ttl if ttl is not None else namespace.ttl
     if callable(ttl):
         ttl = ttl(value)
     return ttl or settings.CACHE_DEFAULT_TTL
@@ -384,7 +551,10 @@ def server_figures(info: dict) -> dict:
         "evicted_keys": info.get("evicted_keys", 0),
         "connected_clients": info.get("connected_clients", 0),
         "ops_per_second": info.get("instantaneous_ops_per_sec", 0),
+        "run_id": info.get("run_id", ""),
+        "role": info.get("role", ""),
     }
 
 
 gate = CacheGate()
+switch.on_new_generation(gate.plant_generation)

@@ -1,46 +1,44 @@
-"""Lua run inside Redis, so a guarded store and a batch of invalidations are one round trip each
-and cannot interleave with each other."""
+"""Lua run inside Redis, so each of these is one round trip and cannot interleave with another."""
 
-# KEYS: value, token[, member set]   ARGV: token seen before loading ('' if none), payload, ttl
-# Stores only if no write advanced the token since the reader looked: a reader that loaded a row
-# before a writer committed cannot put the old row back.
+# KEYS: value, marker, scope token...   ARGV: payload, ttl, marker seen, token seen...
+# Stores only if the generation's marker and every scope token are still the ones the reader
+# saw before loading: a reader that loaded a row before a writer committed cannot put the old
+# row back, and nothing is stored on a server that lost (or never had) the marker.
 GUARDED_STORE = """
-local current = redis.call('GET', KEYS[2]) or ''
-if current ~= ARGV[1] then
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-if KEYS[3] then
-  redis.call('SADD', KEYS[3], KEYS[1])
-  -- the member set must outlive its longest-lived member, so its expiry only ever extends
-  if redis.call('TTL', KEYS[3]) < tonumber(ARGV[3]) then
-    redis.call('EXPIRE', KEYS[3], ARGV[3])
+for i = 3, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[i + 1] then
+    return 0
   end
 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
-# KEYS: pairs of (token, target)   ARGV[1]: token ttl, ARGV[i+1]: 'k' (target is a value key) or
-# 'g' (target is the member set of a group, whose every member is deleted).
-# Returns the positions (1-based, among the pairs) of the value keys that held an entry, so the
-# caller can refresh the entries that were in use.
-INVALIDATE = """
-local ttl = ARGV[1]
-local dropped = {}
-for i = 2, #ARGV do
-  local token = KEYS[2 * i - 3]
-  local target = KEYS[2 * i - 2]
-  redis.call('INCR', token)
-  redis.call('EXPIRE', token, ttl)
-  if ARGV[i] == 'g' then
-    local members = redis.call('SMEMBERS', target)
-    for _, member in ipairs(members) do
-      redis.call('DEL', member)
-    end
-    redis.call('DEL', target)
-  elseif redis.call('DEL', target) == 1 then
-    table.insert(dropped, i - 1)
+# KEYS: scope token...   ARGV: ttl, a fresh value per token
+# The tokens, each created with its fresh value when missing: a reader that found a token
+# missing (never set, evicted, expired, flushed) takes one before it loads, so that a write
+# after its load is seen as a change.
+ENSURE_TOKENS = """
+local tokens = {}
+for i = 1, #KEYS do
+  local token = redis.call('GET', KEYS[i])
+  if not token then
+    token = ARGV[i + 1]
+    redis.call('SET', KEYS[i], token, 'EX', ARGV[1])
   end
+  tokens[i] = token
 end
-return dropped
+return tokens
+"""
+
+# KEYS: scope token...   ARGV: ttl, a fresh value per token
+# Invalidation: every entry stored under an older token of these scopes is stale from now on.
+REPLACE_TOKENS = """
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS
 """

@@ -17,6 +17,11 @@ class NamespaceStats:
     invalidations: int = 0
     # Entries loaded and stored right after a write invalidated them (write-through).
     refreshes: int = 0
+    # Reads answered from the database because the server or generation had to be checked
+    # first (another server behind the address, a marker gone, a new generation elsewhere).
+    unverified: int = 0
+    # Values not stored because they are not plain data.
+    unstorable: int = 0
     redis_calls: int = 0
     redis_seconds: float = 0.0
     redis_max_seconds: float = 0.0

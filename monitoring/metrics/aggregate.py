@@ -17,6 +17,8 @@ CACHE_FIELDS = [
     "stale_stores_refused",
     "invalidations",
     "refreshes",
+    "unverified",
+    "unstorable",
     "redis_calls",
     "redis_seconds",
 ]

@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
+from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 
+from leads import services
 from leads.models import Conversation, Lead, Message, Organization, PhoneNumber
 from leads.services import call_context
 from monitoring.cache import switch
@@ -272,8 +274,9 @@ def test_it_cannot_add_or_delete_the_switch(admin_client):
 def test_it_invalidates_the_call_context_when_a_lead_is_edited(shared_redis, admin_client, leads):
     ada = leads["ada"]
     assert call_context(ORG_NUMBER, ada.phone)["lead"]["name"] == "Ada Lovelace"
-    # A write that bypasses the services is not seen: the context really is cached.
-    Lead.objects.filter(pk=ada.pk).update(name="Bypassed")
+    # A write below the ORM is not seen: the context really is cached.
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE leads_lead SET name = 'Bypassed' WHERE id = %s", [ada.pk])
     assert call_context(ORG_NUMBER, ada.phone)["lead"]["name"] == "Ada Lovelace"
 
     response = admin_client.post(
@@ -298,7 +301,9 @@ def test_it_invalidates_the_call_context_when_a_lead_is_deleted(shared_redis, ad
 
 
 @pytest.mark.django_db(transaction=True)
-def test_it_flushes_the_cache_when_an_organization_is_edited(shared_redis, admin_client, acme):
+def test_it_invalidates_the_organizations_entries_when_it_is_edited(
+    shared_redis, admin_client, acme
+):
     number = acme.numbers.get()
     phone = "+15551234567"
     assert call_context(ORG_NUMBER, phone)["organization"]["name"] == "Acme Plumbing"
@@ -324,6 +329,114 @@ def test_it_flushes_the_cache_when_an_organization_is_edited(shared_redis, admin
     )
 
     assert response.status_code == 302
-    assert switch.read_state().generation == generation + 1
-    assert SwitchAudit.objects.get(action="flush").source == "admin"
+    # The organizations' scope is invalidated; the rest of the cache (other callers) stays.
+    assert switch.read_state().generation == generation
+    assert not SwitchAudit.objects.filter(action="flush").exists()
     assert call_context(ORG_NUMBER, phone)["organization"]["name"] == "Acme Plumbing & Heating"
+
+
+# --- every admin write path invalidates, old keys included ----------------------------------
+
+
+def _lead_entry(lead: Lead) -> dict:
+    return call_context(ORG_NUMBER, lead.phone)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_invalidates_every_lead_of_a_bulk_delete(shared_redis, admin_client, leads):
+    ada, grace = leads["ada"], leads["grace"]
+    assert [_lead_entry(lead)["lead"]["name"] for lead in (ada, grace)] == [
+        "Ada Lovelace",
+        "Grace Hopper",
+    ]
+    assert services.lead_counts()["total"] == 3
+    assert services.lead_list()["total"] == 3
+
+    response = admin_client.post(
+        reverse("admin:leads_lead_changelist"),
+        {"action": "delete_selected", "_selected_action": [ada.pk, grace.pk], "post": "yes"},
+    )
+
+    assert response.status_code == 302
+    assert Lead.objects.count() == 1
+    assert [_lead_entry(lead)["lead"] for lead in (ada, grace)] == [None, None]
+    assert services.lead_counts()["total"] == 1
+    assert [row["name"] for row in services.lead_list()["results"]] == ["Alan Turing"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_invalidates_everything_of_a_deleted_organization(shared_redis, admin_client, leads):
+    ada = leads["ada"]
+    assert _lead_entry(ada)["organization"]["name"] == "Acme Plumbing"
+    assert services.lead_timeline(ada.pk)["lead"]["name"] == "Ada Lovelace"
+    org_id = ada.organization_id
+
+    response = admin_client.post(
+        reverse("admin:leads_organization_delete", args=[org_id]), {"post": "yes"}
+    )
+
+    assert response.status_code == 302
+    context = _lead_entry(ada)
+    assert (context["organization"], context["lead"]) == (None, None)
+    assert services.organization_for_number(ORG_NUMBER) is None
+    assert services.lead_timeline(ada.pk) is None
+    assert services.lead_counts()["total"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_invalidates_the_old_numbers_entries_when_a_leads_phone_is_edited(
+    shared_redis, admin_client, leads
+):
+    ada = leads["ada"]
+    old_phone, new_phone = ada.phone, "+15551112222"
+    assert call_context(ORG_NUMBER, old_phone)["lead"]["name"] == "Ada Lovelace"
+    assert call_context(ORG_NUMBER, new_phone)["lead"] is None
+
+    response = admin_client.post(
+        reverse("admin:leads_lead_change", args=[ada.pk]), lead_form_data(ada, phone=new_phone)
+    )
+
+    assert response.status_code == 302
+    assert call_context(ORG_NUMBER, old_phone)["lead"] is None
+    assert call_context(ORG_NUMBER, new_phone)["lead"]["name"] == "Ada Lovelace"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_invalidates_both_leads_when_a_conversation_is_moved(shared_redis, admin_client, leads):
+    ada, grace = leads["ada"], leads["grace"]
+    call = Conversation.objects.create(
+        lead=ada, channel="voice", status="completed", started_at=STARTED, summary="Moved call."
+    )
+    assert call_context(ORG_NUMBER, ada.phone)["conversation_count"] == 1
+    assert call_context(ORG_NUMBER, grace.phone)["conversation_count"] == 0
+    assert [c["id"] for c in services.lead_timeline(ada.pk)["conversations"]] == [call.pk]
+
+    response = admin_client.post(
+        reverse("admin:leads_conversation_change", args=[call.pk]),
+        {
+            "lead": grace.pk,
+            "channel": "voice",
+            "call_sid": "",
+            "status": "completed",
+            "started_at_0": "2025-03-01",
+            "started_at_1": "09:30:00",
+            "ended_at_0": "",
+            "ended_at_1": "",
+            "duration_seconds": "",
+            "title": "",
+            "summary": "Moved call.",
+            "classification": "",
+            "analysis": "{}",
+            "messages-TOTAL_FORMS": "0",
+            "messages-INITIAL_FORMS": "0",
+            "messages-MIN_NUM_FORMS": "0",
+            "messages-MAX_NUM_FORMS": "1000",
+            "_save": "Save",
+        },
+    )
+
+    assert response.status_code == 302, response.content[:2000]
+    assert Conversation.objects.get().lead_id == grace.pk
+    assert call_context(ORG_NUMBER, ada.phone)["conversation_count"] == 0
+    assert call_context(ORG_NUMBER, grace.phone)["conversation_count"] == 1
+    assert services.lead_timeline(ada.pk)["conversations"] == []

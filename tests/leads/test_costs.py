@@ -65,8 +65,9 @@ def test_it_reads_a_cold_call_context_with_a_fixed_number_of_queries(
 ):
     with django_assert_num_queries(COLD_CONTEXT_QUERIES):
         commands = commands_during(redis_server, lambda: services.call_context(ORG_NUMBER, CALLER))
-    # Two round trips: the lookup, and the guarded store (a GET of the token and a SET in Lua).
-    assert commands == {"mget": 1, "evalsha": 1, "get": 1, "set": 1}
+    # Two round trips: the lookup (entry, marker, the scopes' tokens: earlier writes created
+    # them), and the guarded store (in Lua: the marker and two tokens compared, one SET).
+    assert commands == {"mget": 1, "evalsha": 1, "get": 3, "set": 1}
 
 
 def test_it_reads_an_unknown_callers_context_with_two_queries(
@@ -82,10 +83,12 @@ def test_it_invalidates_a_write_in_one_redis_command(caller, redis_server):
     commands = commands_during(
         redis_server, lambda: services.add_message(call_id, "customer", "hi", created_at=at(31))
     )
-    assert round_trips(commands) == {"evalsha": 1}
-    # Inside it: the lead entry, its context, its timeline and the two list groups, each token
-    # advanced.
-    assert commands["incr"] == 5
+    # One invalidation; then the re-warm looks for the lead lookup and the context, finds
+    # neither in use (nothing cached since the flush) and stores nothing.
+    assert round_trips(commands) == {"evalsha": 1, "mget": 2}
+    # Inside it, four tokens replaced: the caller's phone (lead lookup, contexts), the lead's
+    # page, every lead list, every counter.
+    assert commands["set"] == 4
 
 
 def test_it_refreshes_the_lead_lookup_a_write_dropped(caller, redis_server):
@@ -94,8 +97,9 @@ def test_it_refreshes_the_lead_lookup_a_write_dropped(caller, redis_server):
     commands = commands_during(
         redis_server, lambda: services.add_message(call_id, "customer", "hi", created_at=at(31))
     )
-    # The invalidation, then one guarded store: the lead lookup, reloaded.
-    assert round_trips(commands) == {"evalsha": 2}
+    # The invalidation, then the re-warm: the lead lookup (in use) read and stored again, the
+    # context (not in use) only looked at.
+    assert round_trips(commands) == {"evalsha": 2, "mget": 2}
     assert gate.stats.snapshot()["lead"]["refreshes"] >= 1
     hits = gate.stats.snapshot()["lead"]["hits"]
     services.find_or_create_lead(caller["organization_id"], CALLER)
@@ -142,11 +146,9 @@ def test_it_keeps_a_callers_context_warm_across_a_write(
     commands = commands_during(
         redis_server, lambda: services.add_message(thread.id, "customer", "new", created_at=at(41))
     )
-    # The invalidation, then the write-through refresh of the two hot entries it dropped (the
-    # call context and the lead lookup): for each a token GET and the guarded store (whose
-    # script runs a GET of its own).
-    assert round_trips(commands) == {"evalsha": 3}
-    assert commands["get"] == 4
+    # The invalidation, then the re-warm of the two hot entries it made stale (the call context
+    # and the lead lookup): for each one read and one guarded store.
+    assert round_trips(commands) == {"evalsha": 3, "mget": 2}
     with django_assert_num_queries(0):
         context = services.call_context(ORG_NUMBER, CALLER)
     assert context["recent_messages"][-1]["body"] == "new"
@@ -165,7 +167,7 @@ def test_it_keeps_the_context_warm_when_a_known_caller_calls_again(
     )
     # Only the lead's page is dropped: a call in progress is not in the call context.
     assert round_trips(commands) == {"evalsha": 1}
-    assert commands["incr"] == 1
+    assert commands["set"] == 1
     with django_assert_num_queries(0):
         services.call_context(ORG_NUMBER, CALLER)
 
@@ -182,4 +184,5 @@ def test_it_invalidates_a_lead_once_per_transaction(caller, redis_server):
             services.add_message(thread_id, "agent", "Yes!", created_at=at(62))
 
     commands = commands_during(redis_server, text_and_auto_reply)
-    assert round_trips(commands) == {"evalsha": 1}
+    # One invalidation for both writes (and one look for the caller's entries to re-warm).
+    assert round_trips(commands) == {"evalsha": 1, "mget": 2}

@@ -402,7 +402,9 @@ def test_it_answers_a_warm_call_with_no_sql_and_one_redis_round_trip(redis_serve
         # The counter sees the worker thread's queries: the cold context's five.
         assert len(cold_queries) == 5
         assert all(thread != threading.current_thread().name for thread, _ in cold_queries)
-        assert cold == {"mget": 1, "evalsha": 1, "get": 1, "set": 1}
+        # One read (entry, marker, scope tokens), the missing tokens created (two of them),
+        # one guarded store (marker and tokens compared); the scripts' own commands count.
+        assert cold == {"mget": 1, "evalsha": 2, "get": 5, "set": 3}
         with writer_held(), sql_in_every_thread(monkeypatch) as warm_queries:
             warm = commands_during(redis_server, lambda: responses.append(initiate()))
         assert warm_queries == []
@@ -458,7 +460,7 @@ def test_it_answers_with_defaults_when_the_context_cannot_be_loaded(
     def broken(org_number, phone):
         raise error
 
-    monkeypatch.setattr(reads, "_load_call_context", broken)
+    monkeypatch.setattr(reads, "load_call_context", broken)
     before = fallback_count()
     response = initiate()
     assert response.status_code == 200
@@ -478,7 +480,7 @@ def test_it_answers_with_defaults_when_the_context_cannot_be_loaded(
 def test_it_answers_with_defaults_within_the_time_budget(monkeypatch, caplog):
     make_org()
     finished = threading.Event()
-    load = reads._load_call_context
+    load = reads.load_call_context
 
     def slow(org_number, phone):
         try:
@@ -487,7 +489,7 @@ def test_it_answers_with_defaults_within_the_time_budget(monkeypatch, caplog):
         finally:
             finished.set()
 
-    monkeypatch.setattr(reads, "_load_call_context", slow)
+    monkeypatch.setattr(reads, "load_call_context", slow)
     before = fallback_count()
 
     # Through the ASGI handler on a running loop, as daphne serves it. (The sync test Client

@@ -9,6 +9,7 @@ from django.test import override_settings
 from leads import services
 from leads.models import Lead
 from leads.services import reads
+from leads.services.cache_keys import CTX
 from monitoring.cache import gate
 from monitoring.models import SwitchAudit
 from tests.conftest import turn_caching, using_redis
@@ -77,7 +78,7 @@ def persistent_redis():
 
 
 def old_entry_survived(server: RedisServer, prefix: str, generation: int) -> bool:
-    key = f"{prefix}:{generation}:v:ctx:{ORG_NUMBER}:{CALLER}"
+    key = f"{prefix}:{generation}:v:ctx:m1.{CTX.shape}:{ORG_NUMBER}:{CALLER}"
     return server.client().exists(key) == 1
 
 
@@ -99,7 +100,11 @@ def test_it_reads_an_update_made_while_redis_was_stopped(persistent_redis, cache
     wait_past_cooldown()
     assert cached_name() == "After"
     assert gate.breaker.state == "closed"
-    assert SwitchAudit.objects.filter(action="skipped", actor="system").count() == 1
+    # One new generation, for both reasons: another server process, and skipped writes.
+    (audit,) = SwitchAudit.objects.filter(actor="system")
+    assert audit.action == "reset"
+    assert "the Redis server changed" in audit.reason
+    assert "skipped their invalidations" in audit.reason
 
 
 def test_it_reads_an_update_whose_invalidation_failed(persistent_redis, cache_prefix):
@@ -136,7 +141,7 @@ def test_it_does_not_store_a_row_read_before_a_write_committed(shared_redis, mon
     lead, _ = services.find_or_create_lead(org.id, CALLER)
     services.update_lead(lead["id"], name="Before")
     loaded, resume = threading.Event(), threading.Event()
-    real_loader = reads._load_call_context
+    real_loader = reads.load_call_context
 
     def paused_loader(org_number, phone):
         context = real_loader(org_number, phone)
@@ -144,7 +149,7 @@ def test_it_does_not_store_a_row_read_before_a_write_committed(shared_redis, mon
         assert resume.wait(10)
         return context
 
-    monkeypatch.setattr(reads, "_load_call_context", paused_loader)
+    monkeypatch.setattr(reads, "load_call_context", paused_loader)
     seen = {}
 
     def reader():
@@ -159,7 +164,7 @@ def test_it_does_not_store_a_row_read_before_a_write_committed(shared_redis, mon
     services.update_lead(lead["id"], name="After")  # commits, then invalidates
     resume.set()
     thread.join(10)
-    monkeypatch.setattr(reads, "_load_call_context", real_loader)
+    monkeypatch.setattr(reads, "load_call_context", real_loader)
 
     assert seen["name"] == "Before"  # the reader answered with what it read: that is fine
     assert gate.stats.snapshot()["ctx"]["stale_stores_refused"] == 1  # but did not store it

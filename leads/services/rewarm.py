@@ -1,0 +1,49 @@
+"""After a write to a caller's lead has committed and been invalidated, their hot entries (the
+lead lookup, the call context under every number of the organization) are read again at once,
+but only those that were in use: every call and text writes to the lead, and the next one must
+not pay for it. A failure here costs a miss, never the write."""
+
+import logging
+
+from django.db import DatabaseError
+
+from leads.models import PhoneNumber
+from leads.services import cache_keys, reads
+from monitoring.cache import gate
+
+log = logging.getLogger(__name__)
+
+
+def callers(pairs) -> None:
+    """Re-warm the entries of these (organization id, phone) callers."""
+    pairs = sorted(set(pairs))
+    if not pairs:
+        return
+    try:
+        numbers = _numbers_of({org for org, _ in pairs})
+        for org, phone in pairs:
+            gate.refresh(
+                cache_keys.LEAD,
+                cache_keys.lead_key(org, phone),
+                lambda o=org, p=phone: reads.load_lead(o, p),
+                scopes=reads.lead_scopes_of(phone),
+            )
+            for number in numbers.get(org, ()):
+                gate.refresh(
+                    cache_keys.CTX,
+                    cache_keys.context_key(number, phone),
+                    lambda n=number, p=phone: reads.load_call_context(n, p),
+                    scopes=reads.context_scopes_of(phone),
+                )
+    except DatabaseError as exc:
+        log.warning("cache: re-warming after a write failed (%s); the next read loads it", exc)
+
+
+def _numbers_of(organization_ids) -> dict[int, list[str]]:
+    numbers: dict[int, list[str]] = {}
+    rows = PhoneNumber.objects.filter(organization_id__in=organization_ids).values_list(
+        "organization_id", "e164"
+    )
+    for org, number in rows:
+        numbers.setdefault(org, []).append(number)
+    return numbers

@@ -1,0 +1,212 @@
+"""How the gate connects to its Redis: django-redis with connection classes of our own.
+
+Two things the stock connections do not do:
+- a host name is resolved within the connect timeout (a slow resolver would otherwise hold a
+  request for seconds: `getaddrinfo` knows nothing of socket timeouts), from a short-lived cache
+  of answers that is served stale while a slow lookup finishes in the background;
+- every new connection asks the server who it is (`INFO server`: its run id), so the gate can
+  tell that the server behind the address is no longer the one it wrote to (a restart from an
+  older snapshot, a promoted replica) before it trusts anything read from it.
+"""
+
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+from django_redis.pool import ConnectionFactory
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+# How long a resolved address is used before it is looked up again (managed Redis moves its
+# name to a new primary on failover, so this is short).
+RESOLVE_FRESH_SECONDS = 5.0
+
+
+class ServerIdentity:
+    """The run ids of the servers this process's connections reached. `trusted` is the one the
+    gate verified; a connection that reaches another one raises the `changed` flag, which the
+    gate checks after every command (the flag is set before the command is sent)."""
+
+    def __init__(self) -> None:
+        self.seen: str | None = None
+        self.trusted: str | None = None
+        self.changed = False
+
+    def saw(self, run_id: str) -> None:
+        self.seen = run_id
+        if run_id != self.trusted:
+            self.changed = True
+
+    def trust(self, run_id: str) -> None:
+        self.trusted = run_id
+        self.changed = self.seen is not None and self.seen != run_id
+
+
+def run_id_of(info_server: str) -> str:
+    """The run_id line of an `INFO server` answer."""
+    for line in info_server.splitlines():
+        if line.startswith("run_id:"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+class BoundedResolver:
+    """Host name lookups that cost a caller at most `timeout`: each lookup runs on a worker
+    thread; an answer younger than RESOLVE_FRESH_SECONDS is reused; an older one is served when
+    the new lookup is slow, and replaced when it finishes."""
+
+    def __init__(self, lookup: Callable = socket.getaddrinfo, clock=time.monotonic) -> None:
+        self._lookup = lookup
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._answers: dict[tuple[str, int], tuple[float, list]] = {}
+        self._pending: dict[tuple[str, int], Future] = {}
+        self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="opsdash-resolve")
+
+    def resolve(self, host: str, port: int, timeout: float) -> list:
+        literal = _literal_address(host, port)
+        if literal is not None:
+            return literal
+        key = (host, port)
+        with self._lock:
+            known = self._answers.get(key)
+            if known is not None and self._clock() - known[0] < RESOLVE_FRESH_SECONDS:
+                return known[1]
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._workers.submit(self._look_up, key)
+                self._pending[key] = pending
+        try:
+            return pending.result(timeout=timeout)
+        except TimeoutError:
+            if known is not None:
+                return known[1]  # slow resolver: the last answer, while the lookup goes on
+            raise TimeoutError(f"resolving {host} took longer than {timeout} s") from None
+
+    def _look_up(self, key: tuple[str, int]) -> list:
+        try:
+            answer = self._lookup(key[0], key[1], 0, socket.SOCK_STREAM)
+            with self._lock:
+                self._answers[key] = (self._clock(), answer)
+            return answer
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._answers.clear()
+
+
+def _literal_address(host: str, port: int) -> list | None:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (str(address), port))]
+
+
+resolver = BoundedResolver()
+
+
+class _GateConnectionMixin:
+    """Identity on connect (and, for TCP, a bounded resolver); `server_identity` is the pool's."""
+
+    def __init__(self, *args, server_identity: ServerIdentity | None = None, **kwargs) -> None:
+        self.server_identity = server_identity
+        super().__init__(*args, **kwargs)
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        super().on_connect_check_health(check_health=check_health)
+        if self.server_identity is None:
+            return
+        self.send_command("INFO", "server")
+        answer = self.read_response()
+        if isinstance(answer, bytes):
+            answer = answer.decode("utf-8", "replace")
+        self.server_identity.saw(run_id_of(answer))
+
+    def _tcp_socket(self) -> socket.socket:
+        """A connected TCP socket: resolution and connection share one connect timeout."""
+        timeout = self.socket_connect_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        addresses = resolver.resolve(self.host, self.port, timeout)
+        error: OSError | None = None
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.socket_keepalive:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                    for option, value in self.socket_keepalive_options.items():
+                        sock.setsockopt(socket.IPPROTO_TCP, option, value)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError("connect timeout spent resolving the host name")
+                sock.settimeout(left)
+                sock.connect(address)
+                sock.settimeout(self.socket_timeout)
+                return sock
+            except OSError as exc:
+                error = exc
+                sock.close()
+        raise error or OSError(f"no address for {self.host}")
+
+
+class GateConnection(_GateConnectionMixin, Connection):
+    def _connect(self):
+        return self._tcp_socket()
+
+
+class GateSSLConnection(_GateConnectionMixin, SSLConnection):
+    def _connect(self):
+        sock = self._tcp_socket()
+        try:
+            return self._wrap_socket_with_ssl(sock)
+        except Exception:
+            sock.close()
+            raise
+
+
+class GateUnixConnection(_GateConnectionMixin, UnixDomainSocketConnection):
+    pass
+
+
+CONNECTION_CLASSES = {
+    "redis": GateConnection,
+    "rediss": GateSSLConnection,
+    "unix": GateUnixConnection,
+}
+
+
+class GateConnectionFactory(ConnectionFactory):
+    """django-redis's factory, building pools of the gate's connection classes, each pool with
+    a ServerIdentity of its own (`identity_of(client)`)."""
+
+    _pools: dict = {}
+
+    def get_connection_pool(self, params: dict):
+        scheme = urlsplit(params["url"]).scheme
+        params = {
+            **params,
+            "connection_class": CONNECTION_CLASSES.get(scheme, GateConnection),
+            "server_identity": ServerIdentity(),
+        }
+        return super().get_connection_pool(params)
+
+    @classmethod
+    def forget_pools(cls) -> None:
+        for pool in cls._pools.values():
+            pool.disconnect()
+        cls._pools.clear()
+
+
+def identity_of(client) -> ServerIdentity:
+    identity = client.connection_pool.connection_kwargs.get("server_identity")
+    if identity is None:  # a client built some other way: nothing is ever trusted blindly
+        identity = client.connection_pool.connection_kwargs["server_identity"] = ServerIdentity()
+    return identity
