@@ -1,4 +1,5 @@
-"""`python -m bench outage`: the cache Redis stopped and hung under load.
+"""`python -m bench outage`: the cache Redis stopped, hung, restored from an older snapshot,
+evicting and stalling, under load.
 
 In one run: seed the population (100,000 leads); start a private redis-server (AOF on, so what
 it held before a stop is there again after it; the machine's shared Redis is never touched) and
@@ -8,8 +9,11 @@ post-call transcriptions, validly signed, that change what the caller's call con
 each acknowledged write followed by initiations for its caller 0, 0.3, 1 and 2 s later. Phases
 (10 s each by default): caching on; then twice (`--cycles`): switched off, on again (the switch
 service function, from this process), Redis stopped (SIGTERM), restarted, hung (SIGSTOP),
-resumed (SIGCONT). Each kind of phase is reported over both cycles together, so that drift in
-the machine's load weighs on every kind alike. Meanwhile the alerts are polled every 0.5 s
+resumed (SIGCONT), a snapshot taken (SAVE), Redis killed and restarted from that snapshot
+(older than every write since), eviction pressure (maxmemory just above use, allkeys-lru,
+filler keys), intermittent stalls (DEBUG SLEEP 0.07 every 0.25 s), calm again. Each kind of
+phase is reported over both cycles together, so that drift in the machine's load weighs on every
+kind alike. Meanwhile the alerts are polled every 0.5 s
 (`/api/monitoring/alerts?state=all`, Bearer MONITORING_TOKEN).
 
 Reported: per kind of phase, requests, non-2xx answers (connection errors included), p50/p99 of
@@ -48,7 +52,7 @@ def run(args) -> int:
         vars(args).update(QUICK)
     before = workload.machine()
     people, phones = workload.seed(args.leads, args.small_leads)
-    server = RedisServer(persistent=True).start()
+    server = RedisServer(persistent=True, args=("--enable-debug-command", "yes")).start()
     try:
         result = drive(server, people, phones[: args.callers], args)
     finally:
@@ -87,7 +91,7 @@ def plan(people, callers: list[str], args) -> dict:
     return {
         "connections": args.connections,
         "rate": args.rate,
-        "max_seconds": args.warmup + (1 + 6 * args.cycles) * args.phase + 180,
+        "max_seconds": args.warmup + (1 + 11 * args.cycles) * args.phase + 180,
         "org_number": people.org_number,
         "callers": callers,
         "zipf": 0.0,
@@ -99,7 +103,10 @@ def plan(people, callers: list[str], args) -> dict:
 
 def run_phases(server: RedisServer, seconds: float, cycles: int) -> list[dict]:
     """Caching on, then `cycles` times: switched off, on again, Redis stopped, restarted, hung,
-    resumed. Each phase: its action (timed), then `seconds` of load."""
+    resumed, a snapshot taken, Redis restarted from it (older than every write since), under
+    eviction pressure, with intermittent stalls. Each phase: its action (timed), then `seconds`
+    of load."""
+    trouble = Trouble(server)
     cycle = [
         ("switched off", lambda: flip(False)),
         ("on again", lambda: flip(True)),
@@ -107,6 +114,11 @@ def run_phases(server: RedisServer, seconds: float, cycles: int) -> list[dict]:
         ("Redis restarted", server.start),
         ("Redis hung", server.hang),
         ("Redis resumed", server.resume),
+        ("snapshot taken", server.snapshot),
+        ("restored from the snapshot", trouble.restore_snapshot),
+        ("eviction pressure", trouble.start_eviction),
+        ("intermittent stalls", trouble.start_stalls),
+        ("calm again", trouble.calm),
     ]
     phases = []
     for name, action in [("caching on", None), *cycle * cycles]:
@@ -117,6 +129,71 @@ def run_phases(server: RedisServer, seconds: float, cycles: int) -> list[dict]:
         workload.sleep_until(start + seconds)
         phases.append({"name": name, "action_at": began, "start": start, "end": time.time()})
     return phases
+
+
+class Trouble:
+    """What production Redis does besides stopping and hanging, done to the private server."""
+
+    STALL_SECONDS = 0.07  # above the 50 ms socket timeout, below two of them
+    STALL_EVERY = 0.25
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def restore_snapshot(self) -> None:
+        """SIGKILL, then start from the RDB snapshot taken earlier (not the append-only file,
+        which has every write since): the older data set is back, on a new server run id."""
+        self.server.kill()
+        self.server.persistent = False
+        self.server.start()
+        self.server.client().config_set("appendonly", "yes")
+        self.server.persistent = True
+
+    def start_eviction(self) -> None:
+        """maxmemory just above what is used, allkeys-lru, and filler keys written without
+        pause: the server evicts the app's entries and tokens as it goes."""
+        client = self.server.client()
+        used = client.info("memory")["used_memory"]
+        client.config_set("maxmemory", str(used + 2_000_000))
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        self._run(self._fill)
+
+    def start_stalls(self) -> None:
+        self.calm()
+        self._run(self._stall)
+
+    def calm(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads, self._stop = [], threading.Event()
+        try:
+            self.server.client().config_set("maxmemory", "0")
+        except Exception:  # noqa: BLE001 - the server may be the one being restarted
+            pass
+
+    def _run(self, target) -> None:
+        thread = threading.Thread(target=target, args=(self._stop,), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _fill(self, stop: threading.Event) -> None:
+        client, n = self.server.client(), 0
+        while not stop.is_set():
+            try:
+                client.set(f"bench:filler:{n}", b"x" * 20_000, ex=600)
+            except Exception:  # noqa: BLE001 - a full server refusing is part of the phase
+                pass
+            n += 1
+            time.sleep(0.001)
+
+    def _stall(self, stop: threading.Event) -> None:
+        client = self.server.client()
+        while not stop.is_set():
+            client.execute_command("DEBUG", "SLEEP", str(self.STALL_SECONDS))
+            stop.wait(self.STALL_EVERY)
 
 
 def flip(enabled: bool) -> None:
@@ -246,7 +323,15 @@ def build_targets(rows: dict, lost: dict) -> dict:
         name: workload.ratio(rows[name]["initiation"]["p50_ms"], off, 2)
         for name in ("Redis stopped", "Redis hung")
     }
-    after = sum(rows[name]["stale"] for name in ("Redis restarted", "Redis resumed"))
+    troubled = (
+        "Redis restarted",
+        "Redis resumed",
+        "restored from the snapshot",
+        "eviction pressure",
+        "intermittent stalls",
+        "calm again",
+    )
+    after = sum(rows[name]["stale"] for name in troubled)
     return {
         "zero_non_2xx": {"value": every["non_2xx"], "met": every["non_2xx"] == 0},
         "zero_lost_writes": {"value": lost["lost"], "met": lost["lost"] == 0},

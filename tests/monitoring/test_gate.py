@@ -441,3 +441,41 @@ def test_it_reads_nothing_while_a_check_of_the_server_is_under_way(redis_server)
 
 def test_entries_module_names_keys_with_format_and_shape():
     assert entries.value_name("p", 4, Namespace("ctx", shape=2), "k") == "p:4:v:ctx:m1.2:k"
+
+
+# --- name resolution ------------------------------------------------------------------------
+
+
+def test_it_costs_no_more_than_the_connect_timeout_when_the_resolver_is_slow(
+    redis_server, monkeypatch
+):
+    """A managed Redis is reached by name; a resolver that takes 1 s must not hold a read."""
+    import socket
+
+    from monitoring.cache import connection
+
+    lookups = []
+
+    def slow_lookup(host, port, *args):
+        lookups.append(host)
+        time.sleep(1.0)
+        return socket.getaddrinfo("127.0.0.1", port, *args)
+
+    monkeypatch.setattr(connection, "resolver", connection.BoundedResolver(lookup=slow_lookup))
+    url = f"redis://cache.example.test:{redis_server.port}/0"
+    with using_redis(url, socket_timeout=0.05), override_settings(REDIS_BREAKER_COOLDOWN=0.2):
+        gate.reset()
+        loader = Loader("row")
+        started = time.perf_counter()
+        assert gate.get_or_load(LEAD, "1", loader) == "row"
+        waited = time.perf_counter() - started
+        # One connect timeout (0.05 s), with a generous margin for a noisy machine.
+        assert waited < 0.5, waited
+        assert counters("lead")["errors"] + counters("verify")["errors"] >= 1
+        # Once the lookup has finished, its answer is used: the gate caches on that server.
+        time.sleep(1.2)
+        wait_for_probe_time()
+        for _ in range(3):
+            gate.get_or_load(LEAD, "1", loader)
+        assert counters("lead")["hits"] >= 1
+        assert lookups == ["cache.example.test"]
