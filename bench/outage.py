@@ -34,9 +34,11 @@ import time
 from datetime import datetime
 
 from django.conf import settings
+from django.test import override_settings
 
 from bench import workload
-from monitoring.cache import switch
+from monitoring.cache import gate, switch
+from opsdash.settings import redis_cache_config
 from tests.redis_servers import RedisServer
 
 RULE = "redis_connection_lost"
@@ -54,7 +56,13 @@ def run(args) -> int:
     people, phones = workload.seed(args.leads, args.small_leads)
     server = RedisServer(persistent=True, args=("--enable-debug-command", "yes")).start()
     try:
-        result = drive(server, people, phones[: args.callers], args)
+        # This process flips the switch too: its gate must talk to the app's Redis (a new
+        # generation plants its marker there).
+        caches = {**settings.CACHES, "redis": redis_cache_config(server.url)}
+        with override_settings(REDIS_URL=server.url, CACHES=caches):
+            gate.reset()
+            result = drive(server, people, phones[: args.callers], args)
+        gate.reset()
     finally:
         server.close()
     report = build_report(args, people, result)
@@ -311,6 +319,7 @@ def build_report(args, people, result: dict) -> dict:
         "initiations_recorded": {"recorded": result["recorded"], "answered": initiations_ok},
         "app_log": result["app_log"],
         "switch_audit": workload.switch_audit(result["t0"]),
+        "bump_reasons": workload.bump_reasons(result["t0"]),
         "targets": targets,
         "targets_met": all(t["met"] for t in targets.values()),
     }
@@ -363,7 +372,13 @@ def print_report(report: dict) -> None:
     print("breaker: " + "; ".join(report["breaker"]))
     for timing in report["alerts"]:
         print(f"alert {RULE}: {json.dumps(timing)}")
-    for key in ("lost_writes", "writes_refused", "initiations_recorded", "switch_audit"):
+    for key in (
+        "lost_writes",
+        "writes_refused",
+        "initiations_recorded",
+        "switch_audit",
+        "bump_reasons",
+    ):
         print(f"{key}: {json.dumps(report[key])}")
     workload.print_log(report["app_log"])
     for example in report["stale_examples"][:5]:

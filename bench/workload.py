@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -171,6 +172,18 @@ def switch_audit(since: float) -> dict[str, int]:
     counts: dict[str, int] = {}
     for action in rows:
         counts[action] = counts.get(action, 0) + 1
+    return counts
+
+
+def bump_reasons(since: float) -> dict[str, int]:
+    """The generation bumps since `since`, by action and the first clause of their reason
+    (run ids and generation numbers left out), so a report can explain each."""
+    rows = SwitchAudit.objects.filter(at__gte=utc(since)).values_list("action", "reason")
+    counts: dict[str, int] = {}
+    for action, reason in rows:
+        clause = re.sub(r"\(run id [^)]*\)|generation \d+", "", reason.split(":")[0]).strip()
+        key = f"{action}: {' '.join(clause.split())}"
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 

@@ -15,7 +15,7 @@ from django.db.models.signals import post_delete, post_save, pre_delete
 from leads.models import Conversation, Lead, Message, Organization, PhoneNumber, rows_changed
 from leads.services import rewarm
 from leads.services.cache_keys import ORGS_SCOPE, lead_scope, lead_scopes
-from monitoring.cache import gate
+from monitoring.cache import gate, writers
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,9 @@ def pending() -> Batch:
         ),
         None,
     )
-    batch = batch or Batch()
+    if batch is None:
+        writers.enlistment.enlist()  # before the commit: a death after it is then noticed
+        batch = Batch()
     transaction.on_commit(PendingInvalidation(batch), robust=True)
     return batch
 

@@ -72,6 +72,16 @@ class SwitchAudit(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor}: {self.action} ({self.reason})"
 
 
+class Writer(models.Model):
+    """A process that may owe invalidations: alive while it beats (monitoring.cache.writers)."""
+
+    process = models.CharField(max_length=100, primary_key=True)
+    beat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.process} at {self.beat_at:%H:%M:%S}"
+
+
 class MetricWindow(models.Model):
     """A few seconds of one process's request and cache figures (see monitoring.metrics)."""
 

@@ -179,6 +179,9 @@ SWITCH_REFRESH_SECONDS = _positive_float("SWITCH_REFRESH_SECONDS", default=0.5)
 # process still reaching the previous one answers from the database for this long instead of
 # moving the generation back (two servers seen at once must not empty the cache over and over).
 REDIS_SERVER_SETTLE_SECONDS = env.float("REDIS_SERVER_SETTLE_SECONDS", default=30.0)
+# How often a process that writes says it is alive; one silent for 4 beats without a clean
+# exit gets a new generation (it may have died owing an invalidation).
+WRITER_BEAT_SECONDS = _positive_float("WRITER_BEAT_SECONDS", default=5.0)
 
 
 def _redis_pool_kwargs(url: str | None) -> dict:

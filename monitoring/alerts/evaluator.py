@@ -12,7 +12,7 @@ from django.utils import timezone
 from monitoring import events
 from monitoring.alerts import engine, lease, notify
 from monitoring.alerts.rules import Sample, default_rules
-from monitoring.cache import gate
+from monitoring.cache import gate, writers
 from monitoring.metrics import store
 from monitoring.metrics.aggregate import aggregate
 from monitoring.metrics.recorder import PROCESS_ID
@@ -36,6 +36,7 @@ def take_sample() -> Sample:
 
 def evaluate_once(now=None) -> tuple[Sample, list[engine.Transition]]:
     now = now or timezone.now()
+    writers.sweep()
     sample = take_sample()
     transitions = engine.evaluate(default_rules(), sample, now)
     if sample.redis.get("configured"):

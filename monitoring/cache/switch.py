@@ -300,7 +300,9 @@ def reconcile_server(check: ServerCheck, *, recent_seconds: float) -> SwitchStat
             return None
         old_enabled = row.enabled
         _start_generation(row)
-        row.server_id, row.server_since = check.run_id, timezone.now()
+        if row.server_id != check.run_id:
+            # Only a change of server starts the settling time (see RECENTLY_ADOPTED).
+            row.server_id, row.server_since = check.run_id, timezone.now()
         row.revision += 1
         row.save()
         SwitchAudit.objects.create(

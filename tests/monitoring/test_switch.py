@@ -172,3 +172,30 @@ def test_it_reaches_another_process_within_a_second():
     finally:
         watcher.kill()
         watcher.wait(10)
+
+
+def test_it_never_moves_a_process_back_to_an_older_generation(monkeypatch):
+    """A background refresh that read the row before a flush, and finishes after the flush's
+    own state was applied, must not put the older generation back."""
+    view = switch.SwitchView()
+    view.apply(switch.read_state())
+    before = view.current().generation
+    real_read = switch.read_state
+    read_done, flushed = threading.Event(), threading.Event()
+
+    def slow_read():
+        state = real_read()  # read before the flush ...
+        read_done.set()
+        flushed.wait(5)  # ... returned after it
+        return state
+
+    monkeypatch.setattr(switch, "read_state", slow_read)
+    refresher = threading.Thread(target=view.refresh)
+    refresher.start()
+    read_done.wait(5)
+    monkeypatch.setattr(switch, "read_state", real_read)
+    view.apply(switch.bump_generation(actor="ops", reason="test", source="cli"))
+    flushed.set()
+    refresher.join(5)
+
+    assert view.current().generation == before + 1
