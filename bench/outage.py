@@ -11,7 +11,9 @@ each acknowledged write followed by initiations for its caller 0, 0.3, 1 and 2 s
 service function, from this process), Redis stopped (SIGTERM), restarted, hung (SIGSTOP),
 resumed (SIGCONT), a snapshot taken (SAVE), Redis killed and restarted from that snapshot
 (older than every write since), eviction pressure (maxmemory just above use, allkeys-lru,
-filler keys), intermittent stalls (DEBUG SLEEP 0.07 every 0.25 s), calm again. Each kind of
+filler keys), intermittent stalls (DEBUG SLEEP 0.07 every 0.25 s), calm again; and last, the
+replica (started with the primary, behind a TCP forwarder that is the app's REDIS_URL) hung so
+that it lags, then the primary killed and the replica promoted behind the same address. Each kind of
 phase is reported over both cycles together, so that drift in the machine's load weighs on every
 kind alike. Meanwhile the alerts are polled every 0.5 s
 (`/api/monitoring/alerts?state=all`, Bearer MONITORING_TOKEN).
@@ -39,6 +41,7 @@ from django.test import override_settings
 from bench import workload
 from monitoring.cache import gate, switch
 from opsdash.settings import redis_cache_config
+from tests.forwarder import Forwarder
 from tests.redis_servers import RedisServer
 
 RULE = "redis_connection_lost"
@@ -55,15 +58,20 @@ def run(args) -> int:
     before = workload.machine()
     people, phones = workload.seed(args.leads, args.small_leads)
     server = RedisServer(persistent=True, args=("--enable-debug-command", "yes")).start()
+    replica = RedisServer(args=("--replicaof", "127.0.0.1", str(server.port))).start()
+    # The address the app uses: the primary behind it now, the replica after the failover.
+    address = Forwarder(server.port)
     try:
         # This process flips the switch too: its gate must talk to the app's Redis (a new
         # generation plants its marker there).
-        caches = {**settings.CACHES, "redis": redis_cache_config(server.url)}
-        with override_settings(REDIS_URL=server.url, CACHES=caches):
+        caches = {**settings.CACHES, "redis": redis_cache_config(address.url)}
+        with override_settings(REDIS_URL=address.url, CACHES=caches):
             gate.reset()
-            result = drive(server, people, phones[: args.callers], args)
+            result = drive(Servers(server, replica, address), people, phones[: args.callers], args)
         gate.reset()
     finally:
+        address.close()
+        replica.close()
         server.close()
     report = build_report(args, people, result)
     report["machine"] = before | {"load_average_1min_end": round(os.getloadavg()[0], 2)}
@@ -71,13 +79,30 @@ def run(args) -> int:
     return 0 if report["targets_met"] else 1
 
 
-def drive(server: RedisServer, people, callers: list[str], args) -> dict:
-    with workload.served(args, server.url) as app:
+class Servers:
+    """The primary, its replica, and the address in front of them."""
+
+    def __init__(self, primary: RedisServer, replica: RedisServer, address: Forwarder) -> None:
+        self.primary, self.replica, self.address = primary, replica, address
+
+    def fail_over(self) -> None:
+        """The primary dies; the replica (lagging: it missed every write since it hung) is
+        promoted behind the same address."""
+        self.primary.kill()
+        self.replica.resume()
+        self.replica.client().replicaof("NO", "ONE")
+        self.address.switch(self.replica.port)
+
+
+def drive(servers: Servers, people, callers: list[str], args) -> dict:
+    server = servers.primary
+    with workload.served(args, servers.address.url) as app:
         poller = AlertPoller(app)
         poller.start()
         load = workload.LoadRun(app, plan(people, callers, args)).start()
         workload.sleep_until(load.started + args.warmup)
         phases = run_phases(server, args.phase, args.cycles)
+        phases += run_failover(servers, args.phase)
         summary, records = load.stop()
         recorded = workload.wait_for_deferred(load.plan["tag"])
         poller.stop()
@@ -99,7 +124,7 @@ def plan(people, callers: list[str], args) -> dict:
     return {
         "connections": args.connections,
         "rate": args.rate,
-        "max_seconds": args.warmup + (1 + 11 * args.cycles) * args.phase + 180,
+        "max_seconds": args.warmup + (3 + 11 * args.cycles) * args.phase + 180,
         "org_number": people.org_number,
         "callers": callers,
         "zipf": 0.0,
@@ -133,6 +158,21 @@ def run_phases(server: RedisServer, seconds: float, cycles: int) -> list[dict]:
         began = time.time()
         if action is not None:
             action()
+        start = time.time()
+        workload.sleep_until(start + seconds)
+        phases.append({"name": name, "action_at": began, "start": start, "end": time.time()})
+    return phases
+
+
+def run_failover(servers: Servers, seconds: float) -> list[dict]:
+    """Last (the replica is the primary from then on): the replica lags, then takes over."""
+    phases = []
+    for name, action in (
+        ("replica lagging", servers.replica.hang),
+        ("failed over to the lagging replica", servers.fail_over),
+    ):
+        began = time.time()
+        action()
         start = time.time()
         workload.sleep_until(start + seconds)
         phases.append({"name": name, "action_at": began, "start": start, "end": time.time()})
@@ -339,6 +379,7 @@ def build_targets(rows: dict, lost: dict) -> dict:
         "eviction pressure",
         "intermittent stalls",
         "calm again",
+        "failed over to the lagging replica",
     )
     after = sum(rows[name]["stale"] for name in troubled)
     return {

@@ -23,6 +23,9 @@ class CacheSwitch(models.Model):
     server_since = models.DateTimeField(null=True, blank=True)
     marker = models.CharField(max_length=64, blank=True)
     marked_generation = models.PositiveBigIntegerField(default=0)
+    # When a lost marker last started a new generation (a server that keeps losing it, evicting
+    # under memory pressure, gets it planted again instead, within the settling time).
+    marker_reset_at = models.DateTimeField(null=True, blank=True)
     changed_at = models.DateTimeField(null=True, blank=True)
     changed_by = models.CharField(max_length=150, blank=True)
     reason = models.CharField(max_length=500, blank=True)

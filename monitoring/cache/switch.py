@@ -298,7 +298,17 @@ def reconcile_server(check: ServerCheck, *, recent_seconds: float) -> SwitchStat
             return _state_from_row(row)
         if reason == RECENTLY_ADOPTED:
             return None
+        if action == MARKER_LOST and _marker_reset_recently(row, recent_seconds):
+            # The same server keeps losing the marker: evicting under memory pressure, since
+            # a flush or an empty restart cannot repeat this fast. Its tokens make that safe
+            # (a lost token is a miss), so the marker is planted again, without a new
+            # generation each time: one bump per settling time at most.
+            _replant(row)
+            return _state_from_row(row)
         old_enabled = row.enabled
+        if action == MARKER_LOST:
+            row.marker_reset_at = timezone.now()
+            action = SwitchAudit.Action.RESET
         _start_generation(row)
         if row.server_id != check.run_id:
             # Only a change of server starts the settling time (see RECENTLY_ADOPTED).
@@ -320,6 +330,22 @@ def reconcile_server(check: ServerCheck, *, recent_seconds: float) -> SwitchStat
 
 
 RECENTLY_ADOPTED = "recently adopted"
+MARKER_LOST = "marker lost"
+
+
+def _marker_reset_recently(row: CacheSwitch, recent_seconds: float) -> bool:
+    since = row.marker_reset_at
+    return since is not None and (timezone.now() - since).total_seconds() < recent_seconds
+
+
+def _replant(row: CacheSwitch) -> None:
+    for starter in _generation_starters:
+        planted = starter(0, row.generation)
+        if planted is not None:
+            row.marker, row.marked_generation = planted, row.generation
+    row.revision += 1
+    row.save()
+    log.warning("switch: the marker of generation %s was lost again: planted anew", row.generation)
 
 
 def _reset_reason(
@@ -338,12 +364,12 @@ def _reset_reason(
         )
     marker = check.marker_of(row.generation)
     if row.marked_generation == row.generation and marker is None:
-        return reset, (
+        return MARKER_LOST, (
             f"the marker of generation {row.generation} is gone from Redis: it lost data "
             "(flushed, restarted empty or from an older snapshot, or evicted)" + skipped
         )
     if marker is not None and (row.marked_generation != row.generation or marker != row.marker):
-        return reset, f"Redis holds a marker of generation {row.generation} we never planted"
+        return MARKER_LOST, f"Redis holds a marker of generation {row.generation} we never planted"
     if row.invalidations_skipped:
         return SwitchAudit.Action.SKIPPED, (
             "writes skipped their invalidations (caching pinned off, or Redis unreachable)"

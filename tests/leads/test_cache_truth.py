@@ -269,32 +269,44 @@ def test_it_never_waits_on_a_hung_channel_layer(private_redis):
 # --- 8. intermittent stalls -----------------------------------------------------------------
 
 
+def _writes_and_reads(lead: dict, seconds: float) -> float:
+    """Writes and reads the caller for `seconds`, asserting every read; the call contexts'
+    hit rate meanwhile."""
+    before = dict(gate.stats.snapshot().get("ctx", {}))
+    deadline, n = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        n += 1
+        services.update_lead(lead["id"], name=f"name {n}")
+        for _ in range(3):
+            assert cached_name() == f"name {n}"
+        time.sleep(0.02)
+    after = gate.stats.snapshot()["ctx"]
+    hits, misses = (after[k] - before.get(k, 0) for k in ("hits", "misses"))
+    return hits / (hits + misses)
+
+
 @pytest.mark.redis_args("--enable-debug-command", "yes")
-def test_it_moves_the_generation_at_most_once_through_a_run_of_short_stalls(private_redis):
+def test_it_keeps_the_generation_and_the_hit_rate_through_a_run_of_short_stalls(private_redis):
     lead = warm_lead()
+    calm_rate = _writes_and_reads(lead, 3)
     generation = switch.read_state().generation
     stop = threading.Event()
 
     def stall():
         client = private_redis.client()
         while not stop.is_set():
-            client.execute_command("DEBUG", "SLEEP", "0.07")
-            time.sleep(0.2)
+            client.execute_command("DEBUG", "SLEEP", "0.07")  # above the 50 ms socket timeout
+            stop.wait(0.2)
 
     staller = threading.Thread(target=stall, daemon=True)
     staller.start()
     try:
-        deadline = time.monotonic() + 8
-        n = 0
-        while time.monotonic() < deadline:
-            n += 1
-            services.update_lead(lead["id"], name=f"name {n}")
-            assert cached_name() == f"name {n}"
-            time.sleep(0.02)
+        stalled_rate = _writes_and_reads(lead, 8)
     finally:
         stop.set()
         staller.join(timeout=5)
     assert switch.read_state().generation - generation <= 1
+    assert stalled_rate >= calm_rate - 0.10, (calm_rate, stalled_rate)
 
 
 # --- 6. an error after commit ----------------------------------------------------------------
