@@ -359,7 +359,7 @@ def build_report(args, people, result: dict) -> dict:
         "initiations_recorded": {"recorded": result["recorded"], "answered": initiations_ok},
         "app_log": result["app_log"],
         "switch_audit": workload.switch_audit(result["t0"]),
-        "bump_reasons": workload.bump_reasons(result["t0"]),
+        "bump_reasons": workload.bump_reasons(result["t0"], result["phases"]),
         "targets": targets,
         "targets_met": all(t["met"] for t in targets.values()),
     }

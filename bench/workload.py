@@ -175,16 +175,20 @@ def switch_audit(since: float) -> dict[str, int]:
     return counts
 
 
-def bump_reasons(since: float) -> dict[str, int]:
-    """The generation bumps since `since`, by action and the first clause of their reason
-    (run ids and generation numbers left out), so a report can explain each."""
-    rows = SwitchAudit.objects.filter(at__gte=utc(since)).values_list("action", "reason")
-    counts: dict[str, int] = {}
-    for action, reason in rows:
-        clause = re.sub(r"\(run id [^)]*\)|generation \d+", "", reason.split(":")[0]).strip()
+def bump_reasons(since: float, phases: list[dict]) -> dict[str, dict[str, int]]:
+    """The switch audit rows since `since`, by the phase they happened in (from its action to
+    its end) and by action and the first clause of their reason (run ids and generation
+    numbers left out), so a report can explain every generation bump."""
+    rows = SwitchAudit.objects.filter(at__gte=utc(since)).values_list("at", "action", "reason")
+    explained: dict[str, dict[str, int]] = {}
+    for at, action, reason in rows:
+        moment = at.timestamp()
+        phase = next((p["name"] for p in phases if p["action_at"] <= moment < p["end"]), "warm-up")
+        clause = re.sub(r"\(run id [^)]*\)|generation \d+", "", reason.split(":")[0])
         key = f"{action}: {' '.join(clause.split())}"
+        counts = explained.setdefault(phase, {})
         counts[key] = counts.get(key, 0) + 1
-    return counts
+    return explained
 
 
 def sql_counts(app: App) -> dict:

@@ -13,7 +13,7 @@ import threading
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from monitoring.cache import switch
@@ -55,10 +55,12 @@ class Enlistment:
             try:
                 beat()
                 self._first_beat.set()
-            except DatabaseError:
-                log.warning("cache: writer beat failed (database unreachable)")
+            except Exception as exc:  # noqa: BLE001 - the beat must outlive any one failure
+                log.warning("cache: writer beat failed (%s: %s)", type(exc).__name__, exc)
             finally:
-                close_old_connections()
+                # Not kept between beats: a connection held by a thread that sleeps 5 s
+                # would count against the pool (and keep a test database open).
+                connections["default"].close()
             if self._stopping.wait(settings.WRITER_BEAT_SECONDS):
                 return
 
