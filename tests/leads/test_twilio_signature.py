@@ -384,7 +384,7 @@ def test_it_refuses_a_signature_with_non_ascii_characters_with_403(world):
     for path in ENDPOINTS.values():
         response = post_twilio(path, _params(path), signature="GvWf1cFY/Q7PnoempGyD5oXAezé=")
         answers.append((response.status_code, response.json()))
-    assert answers == [(403, {"error": "signature does not match"})] * 2
+    assert answers == [(403, {"error": "malformed X-Twilio-Signature header"})] * 2
     assert stored() == world
 
 
