@@ -11,6 +11,9 @@ _EXTENSION = re.compile(r"\s*(?:ext\.?|x|#)\s*[0-9]+$", re.IGNORECASE)
 _TRUNK_IN_PARENTHESES = re.compile(r"^(\+[0-9]{1,3})\s*\(0\)")
 MIN_DIGITS = 8  # country code + the shortest national numbers in use
 MAX_DIGITS = 15  # the E.164 limit
+# Longer input is refused before any pattern runs: no written phone number, formatting and
+# extension included, comes near it, and the patterns' cost must stay bounded whatever comes in.
+MAX_INPUT_LENGTH = 64
 
 
 class InvalidPhoneNumber(ValueError):
@@ -23,6 +26,8 @@ def normalize_phone(raw: str, default_country_code: str | None = None) -> str:
     InvalidPhoneNumber for anything else."""
     if not isinstance(raw, str):
         raise InvalidPhoneNumber("a phone number must be text")
+    if len(raw) > MAX_INPUT_LENGTH:
+        raise InvalidPhoneNumber(f"a phone number has at most {MAX_INPUT_LENGTH} characters")
     text = _EXTENSION.sub("", raw.strip())
     if not text:
         raise InvalidPhoneNumber("the phone number is empty")

@@ -17,7 +17,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
 from leads.models import Lead, WebhookEvent
-from leads.phones import InvalidPhoneNumber, normalize_phone
+from leads.phones import MAX_INPUT_LENGTH, InvalidPhoneNumber, normalize_phone
 from leads.services import call_context
 from leads.services import calls as calls_module
 from leads.webhooks import deliveries, handlers, intake, variables
@@ -39,7 +39,12 @@ async def conversation_initiation(request: HttpRequest) -> JsonResponse:
     _check_shared_secret(request)
     body = intake.read_body(request)
     intake.require_content_type(request, "application/json")
-    payload = intake.parse_json_object(body)
+    try:
+        payload = intake.parse_json_object(body)
+    except intake.TooDeep:
+        # A caller may be on the line: the generic answer, never an error.
+        counters.increment("webhook.elevenlabs.initiation_fallback")
+        return JsonResponse(variables.fallback_answer(""))
     intake.require_fields(payload, ["caller_id", "called_number"])
     try:
         answer = await asyncio.wait_for(
@@ -97,10 +102,11 @@ def answer_initiation(payload: dict) -> dict:
 
 
 def _phone_or_raw(raw) -> str:
+    """E.164, or what was sent (cut to a phone number's length: it is echoed in answers)."""
     try:
         return normalize_phone(str(raw))
     except InvalidPhoneNumber:
-        return str(raw or "")
+        return str(raw or "")[:MAX_INPUT_LENGTH]
 
 
 def _context_or_none(org_number: str, customer: str) -> dict | None:

@@ -91,14 +91,38 @@ def require_content_type(request: HttpRequest, expected: str) -> None:
         raise Rejected(415, f"content type must be {expected}, not {actual or 'missing'}")
 
 
+# Deeper JSON than any provider sends is refused before anything walks it recursively.
+MAX_JSON_DEPTH = 64
+
+
+class TooDeep(Rejected):
+    """A JSON body nested deeper than MAX_JSON_DEPTH."""
+
+
 def parse_json_object(body: bytes) -> dict:
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise TooDeep(400, f"body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError):
         raise Rejected(400, "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise Rejected(400, "body must be a JSON object")
+    if _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise TooDeep(400, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
     return data
+
+
+def _depth_exceeds(data, limit: int) -> bool:
+    """Iterative (a recursive walk is what deep input breaks)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
 
 
 def require_fields(data, names: list[str], where: str = "") -> None:
