@@ -48,4 +48,11 @@ def _timeline_or_404(lead_id: int) -> dict:
     timeline = services.lead_timeline(lead_id)
     if timeline is None:
         raise Http404(f"no lead {lead_id}")
-    return timeline
+    lead = timeline["lead"]
+    # Provider data as (key, value) pairs: a template looking up `.items` on the dict itself
+    # would find a stored key named "items" instead.
+    facts = {
+        name: sorted(lead[name].items()) if isinstance(lead[name], dict) else []
+        for name in ("interest", "qualification")
+    }
+    return {**timeline, "facts": facts}

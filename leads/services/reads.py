@@ -105,6 +105,10 @@ def load_call_context(org_number: str, phone: str) -> dict:
     return context
 
 
+# Pages past the last one show the last; numbers beyond this are not even looked at.
+MAX_PAGE = 100_000
+
+
 def lead_list(
     organization_id: int | None = None,
     search: str = "",
@@ -113,7 +117,8 @@ def lead_list(
     per_page: int = 25,
 ) -> dict:
     """One page of leads, most recently contacted first, filtered by name/phone and status."""
-    search, page, per_page = search.strip(), max(1, page), min(max(1, per_page), 200)
+    search, per_page = search.strip(), min(max(1, per_page), 200)
+    page = min(max(1, page), MAX_PAGE)
     key = cache_keys.variant_key(
         org=organization_id, search=search, status=status, page=page, per_page=per_page
     )
@@ -134,6 +139,7 @@ def _load_lead_list(organization_id, search, status, page, per_page) -> dict:
     if search:
         leads = leads.filter(_search_filter(search))
     total = leads.count()
+    page = min(page, max(1, -(-total // per_page)))  # past the end: the last page
     start = (page - 1) * per_page
     rows = leads.order_by(F("last_contact_at").desc(nulls_last=True), "-id")[
         start : start + per_page
