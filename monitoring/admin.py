@@ -1,7 +1,9 @@
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 
 from monitoring.cache import switch
+from monitoring.dashboard.access import may_flip
 from monitoring.models import CacheSwitch, SwitchAudit
 
 
@@ -34,7 +36,13 @@ class CacheSwitchAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        # Flipping needs the permission the dashboard asks for, not only Django's change one.
+        return super().has_change_permission(request, obj) and may_flip(request.user)
+
     def save_model(self, request, obj, form, change):
+        if not may_flip(request.user):
+            raise PermissionDenied("needs the permission to flip the cache switch")
         switch.set_caching(
             form.cleaned_data["enabled"],
             actor=request.user.get_username(),

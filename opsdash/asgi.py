@@ -9,12 +9,12 @@ django_http = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from monitoring import runtime  # noqa: E402
 from monitoring.dashboard.consumers import DashboardConsumer  # noqa: E402
+from monitoring.dashboard.origins import SameOriginValidator  # noqa: E402
 
 websocket_routes = [
     path("ws/monitoring/", DashboardConsumer.as_asgi()),
@@ -23,7 +23,7 @@ websocket_routes = [
 application = ProtocolTypeRouter(
     {
         "http": ASGIStaticFilesHandler(django_http),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_routes))),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_routes))),
     }
 )
 

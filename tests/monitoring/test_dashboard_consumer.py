@@ -1,5 +1,5 @@
 """The dashboard's websocket, through the same stack opsdash.asgi serves it with
-(AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(...)))) and a real session cookie:
+(SameOriginValidator(AuthMiddlewareStack(URLRouter(...)))) and a real session cookie:
 staff get every dashboard event; anonymous users, users who are not staff and other origins are
 refused; a ping is answered through the channel layer."""
 
@@ -11,7 +11,6 @@ from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.routing import URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.db import connections
@@ -25,6 +24,7 @@ from monitoring.dashboard.consumers import (
     CLOSE_LAYER_UNAVAILABLE,
     DashboardConsumer,
 )
+from monitoring.dashboard.origins import SameOriginValidator
 from monitoring.events import DASHBOARD_GROUP
 
 # The session and user are read on a worker thread, outside a test transaction.
@@ -37,7 +37,7 @@ TIMEOUT = 3
 
 def application():
     """As opsdash.asgi builds it (importing that module would start the background threads)."""
-    return AllowedHostsOriginValidator(
+    return SameOriginValidator(
         AuthMiddlewareStack(URLRouter([path("ws/monitoring/", DashboardConsumer.as_asgi())]))
     )
 
@@ -150,14 +150,38 @@ def test_it_closes_connections_of_users_who_are_not_staff():
     assert run(scenario) == (False, CLOSE_FORBIDDEN)
 
 
-def test_it_refuses_a_connection_from_another_origin():
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"https://evil.example",
+        b"http://localhost:8001",  # another port of the same host: another page, another app
+        b"https://localhost:8000",  # another scheme
+        b"http://localhost",
+        b"null",
+        b"",
+    ],
+)
+def test_it_refuses_a_connection_from_another_origin(origin):
     cookie = session_cookie("olivia", staff=True)
 
     async def scenario():
-        connected, _ = await communicator(cookie, origin=b"https://evil.example").connect()
+        connected, _ = await communicator(cookie, origin=origin).connect()
         return connected
 
     assert run(scenario) is False
+
+
+def test_it_accepts_an_origin_listed_as_trusted():
+    cookie = session_cookie("olivia", staff=True)
+
+    async def scenario():
+        socket = communicator(cookie, origin=b"https://ops.example.com")
+        connected, _ = await socket.connect()
+        await socket.disconnect()
+        return connected
+
+    with override_settings(CSRF_TRUSTED_ORIGINS=["https://ops.example.com"]):
+        assert run(scenario) is True
 
 
 def test_it_answers_a_ping_through_the_channel_layer():
