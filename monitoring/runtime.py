@@ -5,7 +5,7 @@ Started once per process by opsdash.asgi."""
 import atexit
 import logging
 import threading
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -67,9 +67,31 @@ def describe_cache(state: switch.SwitchState | None) -> str:
 
 
 def masked_url(url: str) -> str:
-    """The URL without its password, fit for logs and pages."""
+    """The URL without its credentials, fit for logs and pages: a password in the user info
+    (`redis://user:secret@host`) or the query (`unix:///run/redis.sock?password=secret`), and
+    a user name given in the query, each shown as ***."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    query = "&".join(_masked_query_item(item) for item in parts.query.split("&"))
+    slashes = "//" if url[len(parts.scheme) + 1 :].startswith("//") else ""
+    masked = f"{parts.scheme}:{slashes}{netloc}{parts.path}"
+    if parts.query:
+        masked += f"?{query}"
+    if parts.fragment:
+        masked += f"#{parts.fragment}"
+    return masked
+
+
+_CREDENTIAL_NAMES = {"password", "username", "user", "pass", "auth"}
+
+
+def _masked_query_item(item: str) -> str:
+    name, sep, _ = item.partition("=")
+    if sep and unquote(name).lower() in _CREDENTIAL_NAMES:
+        return f"{name}=***"
+    return item

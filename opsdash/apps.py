@@ -13,3 +13,4 @@ class OpsdashConfig(AppConfig):
         register(checks.check_redis, Tags.caches)
         register(checks.check_deployment, Tags.database)
         register(checks.check_webhooks, Tags.security)
+        register(checks.check_deploy_secrets, Tags.security, deploy=True)

@@ -110,3 +110,22 @@ def check_webhooks(app_configs=None, **kwargs) -> list:
             id="opsdash.W008",
         )
     ]
+
+
+def check_deploy_secrets(app_configs=None, **kwargs) -> list:
+    """`check --deploy`: every secret production must set itself, by name."""
+    missing = [name for name in WEBHOOK_SECRETS if not getattr(settings, name)]
+    if not settings.MONITORING_TOKEN:
+        missing.append("MONITORING_TOKEN")
+    if settings.SECRET_KEY == settings.DEFAULT_SECRET_KEY:
+        missing.append("SECRET_KEY")
+    if not missing:
+        return []
+    return [
+        Error(
+            f"not set for production: {', '.join(missing)}.",
+            hint="Set each in the environment (see README, Configuration); the webhook "
+            "secrets are the values configured at each provider.",
+            id="opsdash.E005",
+        )
+    ]

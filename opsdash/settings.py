@@ -5,6 +5,7 @@ machine: SQLite under ./var, the in-memory channel layer, and the private Redis 
 `manage.py serve` starts (or no Redis at all).
 """
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -250,15 +251,35 @@ CALL_CONTEXT_MESSAGES = env.int("CALL_CONTEXT_MESSAGES", default=10)
 WEBHOOK_VERIFY = _strict_bool("WEBHOOK_VERIFY", default=True)
 WEBHOOK_MAX_BODY_BYTES = env.int("WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, WEBHOOK_MAX_BODY_BYTES + 1)
-# On the one-machine default (DEBUG, SQLite) the webhook secrets default to fixed local values,
-# so `manage.py demo traffic` can sign what it sends to `manage.py serve`. Elsewhere: unset.
-_LOCAL = DEBUG and not DATABASE_IS_POSTGRES
+# On the one-machine default (SQLite) the webhook secrets default to this install's own random
+# ones, which `manage.py serve` creates on its first start (LOCAL_SECRETS_FILE, readable by
+# `manage.py demo traffic` to sign what it sends). Elsewhere, and in the environment: unset
+# unless set. No secret is written in the code.
+LOCAL_SECRETS_FILE = VAR_DIR / "webhook-secrets.json"
+LOCAL_SECRET_NAMES = (
+    "ELEVENLABS_INITIATION_SECRET",
+    "ELEVENLABS_WEBHOOK_SECRET",
+    "TWILIO_AUTH_TOKEN",
+)
+
+
+def _local_secrets() -> dict[str, str]:
+    if DATABASE_IS_POSTGRES or not LOCAL_SECRETS_FILE.exists():
+        return {}
+    try:
+        stored = json.loads(LOCAL_SECRETS_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: str(stored.get(name) or "") for name in LOCAL_SECRET_NAMES}
+
+
+_LOCAL_SECRETS = _local_secrets()
 ELEVENLABS_INITIATION_SECRET = env.str(
-    "ELEVENLABS_INITIATION_SECRET", default="opsdash-local-initiation" if _LOCAL else ""
+    "ELEVENLABS_INITIATION_SECRET", default=_LOCAL_SECRETS.get("ELEVENLABS_INITIATION_SECRET", "")
 )
 ELEVENLABS_INITIATION_HEADER = env.str("ELEVENLABS_INITIATION_HEADER", default="X-Webhook-Secret")
 ELEVENLABS_WEBHOOK_SECRET = env.str(
-    "ELEVENLABS_WEBHOOK_SECRET", default="opsdash-local-post-call" if _LOCAL else ""
+    "ELEVENLABS_WEBHOOK_SECRET", default=_LOCAL_SECRETS.get("ELEVENLABS_WEBHOOK_SECRET", "")
 )
 # A signed post-call delivery is refused when its timestamp is older than this, or further than
 # WEBHOOK_MAX_CLOCK_SKEW in the future.
@@ -272,7 +293,9 @@ AGENT_LANGUAGE = env.str("AGENT_LANGUAGE", default="en")
 DEFERRED_WORKERS = env.int("DEFERRED_WORKERS", default=4)
 DEFERRED_MAX_QUEUE = env.int("DEFERRED_MAX_QUEUE", default=200)
 DEFERRED_DRAIN_SECONDS = _positive_float("DEFERRED_DRAIN_SECONDS", default=30.0)
-TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="opsdash-local-twilio" if _LOCAL else "")
+TWILIO_AUTH_TOKEN = env.str(
+    "TWILIO_AUTH_TOKEN", default=_LOCAL_SECRETS.get("TWILIO_AUTH_TOKEN", "")
+)
 
 # --- monitoring -----------------------------------------------------------------------------
 

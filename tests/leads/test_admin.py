@@ -440,3 +440,24 @@ def test_it_invalidates_both_leads_when_a_conversation_is_moved(shared_redis, ad
     assert call_context(ORG_NUMBER, ada.phone)["conversation_count"] == 0
     assert call_context(ORG_NUMBER, grace.phone)["conversation_count"] == 1
     assert services.lead_timeline(ada.pk)["conversations"] == []
+
+
+@pytest.mark.django_db
+def test_it_lets_no_one_flip_the_switch_in_the_admin_without_the_flip_permission(client):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    editor = get_user_model().objects.create_user("eve", password="pw", is_staff=True)
+    editor.user_permissions.add(
+        Permission.objects.get(codename="change_cacheswitch"),
+        Permission.objects.get(codename="view_cacheswitch"),
+    )
+    client.force_login(editor)
+    url = switch_change_url()
+    before = CacheSwitch.objects.get().enabled
+
+    response = client.post(url, {"enabled": "" if before else "on", "reason": "try it"})
+
+    assert response.status_code == 403
+    assert CacheSwitch.objects.get().enabled is before
+    assert not SwitchAudit.objects.exists()

@@ -1,6 +1,9 @@
 """Start opsdash the one-command way: migrate, make sure someone can log in, start a private
 redis-server when no REDIS_URL is configured, then serve the ASGI app with daphne."""
 
+import ipaddress
+import json
+import os
 import secrets
 import shutil
 import signal
@@ -17,6 +20,34 @@ from django.core.management.base import BaseCommand, CommandError
 from opsdash.settings import environment_with
 
 ADMIN_USERNAME = "admin"
+
+
+def secrets_in_settings() -> dict[str, str]:
+    return {name: getattr(settings, name) for name in settings.LOCAL_SECRET_NAMES}
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_problems(host: str, webhook_secrets: dict[str, str]) -> list[str]:
+    """Why serving on `host` would expose more than it should (nothing on a loopback address)."""
+    if is_loopback(host):
+        return []
+    problems = []
+    if settings.DEBUG:
+        problems.append(
+            "DEBUG is on: error pages would show code and settings to anyone (set DEBUG=false)"
+        )
+    missing = [name for name, value in webhook_secrets.items() if not value]
+    if missing:
+        problems.append(f"{', '.join(missing)} not set: set each to the provider's own")
+    return problems
 
 
 def redis_server_binary() -> str | None:
@@ -47,9 +78,13 @@ class Command(BaseCommand):
     def handle(self, *args, host: str, port: int, no_redis: bool, **options):
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("database: migrations applied")
+        extra_env: dict[str, str] = {}
         if not settings.DATABASE_IS_POSTGRES:
             self._ensure_first_superuser()
-        extra_env: dict[str, str] = {}
+            extra_env.update(self._ensure_local_secrets())
+        problems = bind_problems(host, {**secrets_in_settings(), **extra_env})
+        if problems:
+            raise CommandError("not serving on a public address:\n- " + "\n- ".join(problems))
         redis = None
         if settings.REDIS_URL and not settings.REDIS_EMBEDDED:
             self.stdout.write("redis: using REDIS_URL")
@@ -67,6 +102,28 @@ class Command(BaseCommand):
                 redis.terminate()
                 redis.wait(timeout=10)
                 settings.REDIS_EMBEDDED_SOCKET.unlink(missing_ok=True)
+
+    def _ensure_local_secrets(self) -> dict[str, str]:
+        """This install's webhook secrets (random, made on the first start, kept in var/ for
+        `demo traffic`), for each one the environment does not set."""
+        path = settings.LOCAL_SECRETS_FILE
+        if not path.exists():
+            settings.VAR_DIR.mkdir(exist_ok=True)
+            made = {name: secrets.token_urlsafe(32) for name in settings.LOCAL_SECRET_NAMES}
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(made, indent=2))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"webhooks: created this install's secrets in var/{path.name} (demo "
+                    "traffic signs with them; production sets the providers' own)"
+                )
+            )
+        stored = json.loads(path.read_text())
+        return {
+            name: stored[name]
+            for name in settings.LOCAL_SECRET_NAMES
+            if stored.get(name) and not os.environ.get(name)
+        }
 
     def _ensure_first_superuser(self) -> None:
         users = get_user_model()
