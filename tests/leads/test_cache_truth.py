@@ -452,3 +452,21 @@ def test_it_serves_no_pre_write_value_in_a_process_that_missed_the_change(
         assert reader.read()[0] == "After"
     finally:
         reader.close()
+
+
+# --- 7. a read inside a transaction that rolls back ------------------------------------------
+
+
+def test_it_caches_nothing_read_inside_a_transaction_that_rolls_back(shared_redis):
+    from django.db import transaction
+
+    turn_caching(True)
+    org = make_org()
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Lead.objects.create(organization=org, phone=CALLER, name="Never committed")
+        assert cached_name() == "Never committed"  # loaded inside the transaction
+        raise RuntimeError("rolled back")
+
+    assert services.call_context(ORG_NUMBER, CALLER)["lead"] is None
+    assert services.call_context(ORG_NUMBER, CALLER)["lead"] is None
