@@ -27,6 +27,13 @@ def missing_service(reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """The test database is dropped at the end: this process's writer beat stops first."""
+    from monitoring.cache import writers
+
+    writers.enlistment.abandon()
+
+
 def pytest_report_header(config):
     database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     return [

@@ -121,7 +121,15 @@ def call_parties(data: dict) -> tuple[str | None, str | None, str | None]:
         caller, called = body.get("From") or body.get("from"), body.get("To") or body.get("to")
         agent, external = (caller, called) if outbound else (called, caller)
         call_sid = body.get("CallSid") or body.get("call_sid")
-    return _phone_or_none(agent), _phone_or_none(external), call_sid or None
+    return _phone_or_none(agent), _phone_or_none(external), call_sid_or_none(call_sid)
+
+
+def call_sid_or_none(value) -> str | None:
+    """A call SID as the telephony provider writes it (printable ASCII, at most 64
+    characters), or None for anything else: it is a key, not free text."""
+    if isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
+        return value
+    return None
 
 
 def _phone_or_none(raw) -> str | None:

@@ -96,6 +96,8 @@ def answer_initiation(payload: dict) -> dict:
         log.warning("initiation for %s: no organization answers on it", called)
         return variables.fallback_answer(customer, outbound)
     lead_id = context["lead"]["id"] if context["lead"] else None
+    if "call_sid" in payload and not calls_module.call_sid_or_none(payload["call_sid"]):
+        payload = {**payload, "call_sid": None}  # not a call SID: recorded without one
     call = (context["organization"]["id"], customer, lead_id, payload, now)
     writer.submit_batched(record_initiations, call)
     return variables.initiation_answer(context, customer, outbound, now)
@@ -221,6 +223,12 @@ def post_call(request: HttpRequest) -> JsonResponse:
         raise Rejected(400, "data must be a JSON object")
     intake.require_fields(data, ["conversation_id"], where="data")
     event_type = str(envelope["type"])
+    # Longer than the columns that keep them: refused now, not a database error (and a retry
+    # for ever) later.
+    if len(event_type) > 64:
+        raise Rejected(400, "type is longer than 64 characters")
+    if len(str(data["conversation_id"])) > 128:
+        raise Rejected(400, "data.conversation_id is longer than 128 characters")
     key = f"{event_type}:{data['conversation_id']}"
     try:
         event, duplicate = deliveries.record(PROVIDER, event_type, key, _storable(envelope))

@@ -74,7 +74,7 @@ def read_body(request: HttpRequest) -> bytes:
     """The raw body, refused with 413 past WEBHOOK_MAX_BODY_BYTES."""
     limit = settings.WEBHOOK_MAX_BODY_BYTES
     declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Rejected(413, f"body over the {limit}-byte limit")
     try:
         body = request.body
@@ -110,7 +110,20 @@ def parse_json_object(body: bytes) -> dict:
         raise Rejected(400, "body must be a JSON object")
     if _depth_exceeds(data, MAX_JSON_DEPTH):
         raise TooDeep(400, f"body is nested deeper than {MAX_JSON_DEPTH} levels")
-    return data
+    return without_nul(data)
+
+
+def without_nul(value):
+    """`value` with every NUL character in its strings (keys included) replaced by U+FFFD:
+    PostgreSQL stores no NUL in text or jsonb, and a delivery must not be refused (and retried
+    for ever) or lost for one."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item) for item in value]
+    return value
 
 
 def _depth_exceeds(data, limit: int) -> bool:

@@ -53,8 +53,10 @@ def _verified_params(request: HttpRequest) -> dict[str, list[str]]:
 
 
 def _single(params: dict[str, list[str]]) -> dict[str, str]:
-    """The stored payload: one value per name, lists kept where a name repeats."""
-    return {name: values[0] if len(values) == 1 else values for name, values in params.items()}
+    """The stored payload: one value per name, lists kept where a name repeats (NUL
+    characters replaced: see intake.without_nul)."""
+    single = {name: values[0] if len(values) == 1 else values for name, values in params.items()}
+    return intake.without_nul(single)
 
 
 def _delivery_key(request: HttpRequest, fallback: str) -> str:

@@ -1,6 +1,7 @@
 """Health of the deployment's parts, as application/health+json-style documents:
 {"status": "pass" | "warn" | "fail", "checks": {component: {"status", "observed", ...}}}."""
 
+import logging
 import time
 
 from django.conf import settings
@@ -15,6 +16,8 @@ from monitoring.runtime import masked_url
 
 ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
+log = logging.getLogger(__name__)
+
 
 def worst(statuses) -> str:
     return max(statuses, key=ORDER.__getitem__, default="pass")
@@ -27,7 +30,8 @@ def check_database() -> dict:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except DatabaseError as exc:
-        return {"status": "fail", "error": f"{type(exc).__name__}: {str(exc).strip()[:200]}"}
+        log.warning("health: database check failed: %s: %s", type(exc).__name__, exc)
+        return {"status": "fail", "error": public_error(f"{type(exc).__name__}: {exc}")}
     vendor = connection.vendor
     return {"status": "pass", "observed": {"vendor": vendor, "latency_ms": _ms(started)}}
 
@@ -39,8 +43,20 @@ def switch_state() -> switch.SwitchState | None:
         return None
 
 
+def public_error(error: str | None) -> str | None:
+    """An error as these public answers show it: its kind only. The message itself (host
+    names, ports, user names) stays in the app's log and the authenticated APIs."""
+    if not error:
+        return error
+    return f"{error.split(':', 1)[0]} (details in the app's log)"
+
+
+def _public_sample(sample: dict) -> dict:
+    return {**sample, "error": public_error(sample["error"])} if "error" in sample else sample
+
+
 def check_redis(state: switch.SwitchState | None) -> dict:
-    sample = gate.sample_server()
+    sample = _public_sample(gate.sample_server())
     if not sample.get("configured"):
         return {"status": "pass", "observed": {"configured": False}}
     enabled = bool(state and state.enabled)
@@ -137,7 +153,7 @@ def redis_health() -> tuple[dict, int]:
                 "connected": sample.get("connected", False),
                 "status": "healthy" if sample.get("connected") else "unreachable",
                 "latency_ms": sample.get("latency_ms"),
-                "error": sample.get("error"),
+                "error": public_error(sample.get("error")),
             },
             "memory": {
                 "used_bytes": sample.get("used_memory_bytes"),

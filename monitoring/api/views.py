@@ -4,7 +4,7 @@ import json
 
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from monitoring.alerts import engine
 from monitoring.api import health
@@ -22,24 +22,24 @@ def _health_response(document: dict) -> JsonResponse:
     return JsonResponse(document, status=status, content_type=HEALTH_JSON)
 
 
-@require_GET
+@require_safe  # probes use HEAD too
 def health_live(request: HttpRequest) -> JsonResponse:
     """The process answers: nothing external is checked."""
     return JsonResponse({"status": "pass"}, content_type=HEALTH_JSON)
 
 
-@require_GET
+@require_safe  # probes use HEAD too
 def health_ready(request: HttpRequest) -> JsonResponse:
     """Ready for traffic: the database answers (Redis down is only a warning)."""
     return _health_response(health.readiness())
 
 
-@require_GET
+@require_safe  # probes use HEAD too
 def health_overall(request: HttpRequest) -> JsonResponse:
     return _health_response(health.full_health())
 
 
-@require_GET
+@require_safe  # probes use HEAD too
 def health_redis(request: HttpRequest) -> JsonResponse:
     body, status = health.redis_health()
     return JsonResponse(body, status=status)

@@ -64,8 +64,15 @@ class Enlistment:
             if self._stopping.wait(settings.WRITER_BEAT_SECONDS):
                 return
 
+    def abandon(self) -> None:
+        """Stop beating and leave the row (a test run whose database is going away)."""
+        self._stopping.set()
+        self._abandoned = True
+
     def _clean_exit(self) -> None:
         self._stopping.set()
+        if getattr(self, "_abandoned", False):
+            return
         try:
             Writer.objects.filter(process=process_id()).delete()
         except DatabaseError:

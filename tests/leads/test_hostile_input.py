@@ -153,3 +153,83 @@ def test_it_answers_a_page_number_past_the_end_with_the_last_page(admin_client, 
 
     assert response.status_code == 200
     assert all(f"Lead {n}" in response.content.decode() for n in range(3))
+
+
+def test_it_answers_400_to_a_post_call_whose_type_or_id_does_not_fit(db):
+    long_type = json.dumps({"type": "x" * 65, "data": {"conversation_id": "c1"}}).encode()
+    long_id = json.dumps(
+        {"type": "post_call_transcription", "data": {"conversation_id": "c" * 129}}
+    )
+
+    answers = [post_call(body, signed(body)) for body in (long_type, long_id.encode())]
+
+    assert [a.status_code for a in answers] == [400, 400]
+    assert "longer than" in answers[0].json()["error"]
+    assert WebhookEvent.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_a_post_call_with_a_nul_character(shared_redis):
+    body = json.dumps(
+        {"type": "post_call_audio", "data": {"conversation_id": "conv\u0000x", "note": "a\u0000b"}}
+    ).encode()
+
+    response = post_call(body, signed(body))
+
+    assert response.status_code == 200
+    event = WebhookEvent.objects.get()
+    assert event.payload["data"]["note"] == "a\ufffdb"
+    assert event.idempotency_key == "post_call_audio:conv\ufffdx"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_records_an_initiation_whose_call_sid_does_not_fit_without_it(shared_redis):
+    from leads.models import Conversation
+    from leads.webhooks.deferred import writer
+
+    make_org()
+    response = initiate({"caller_id": CALLER, "called_number": ORG_NUMBER, "call_sid": "C" * 500})
+    writer.drain()
+
+    assert response.status_code == 200
+    conversation = Conversation.objects.get()
+    assert (conversation.call_sid, conversation.status) == (None, "initiated")
+    assert WebhookEvent.objects.get().status == "processed"
+
+
+@pytest.mark.parametrize("path", ["live", "ready", "redis", ""])
+def test_it_answers_head_on_the_health_endpoints(path):
+    url = f"/api/monitoring/health/{path}".rstrip("/")
+    assert Client().head(url).status_code in (200, 503)
+
+
+def test_it_names_no_host_or_user_in_the_public_health_errors():
+    from monitoring.cache import gate
+    from tests.conftest import using_redis
+
+    with using_redis("redis://cache-7.internal.example:1/0"):
+        gate.reset()
+        redis = Client().get("/api/monitoring/health/redis").json()
+        full = Client().get("/api/monitoring/health").json()
+        gate.reset()
+    shown = [
+        redis["redis"]["connectionTest"]["error"],
+        full["checks"]["redis"]["observed"]["error"],
+    ]
+    assert shown == ["ConnectionError (details in the app's log)"] * 2
+
+
+def test_it_logs_no_payload_of_a_deferred_job_that_gave_up(caplog, monkeypatch):
+    from leads.webhooks import deferred
+
+    monkeypatch.setattr(deferred, "RETRY_DELAYS", ())
+
+    def failing(calls):
+        raise RuntimeError("a bug")
+
+    payload = {"call_sid": "CA123", "caller_id": CALLER, "transcript": "my card is 4111"}
+    deferred.writer._run_with_retries(failing, ([(1, CALLER, None, payload, None)],))
+
+    gave_up = [r.getMessage() for r in caplog.records if "gave up" in r.getMessage()]
+    assert gave_up == ["deferred failing gave up (call SIDs: CA123)"]
+    assert "4111" not in caplog.text.split("Traceback")[0]

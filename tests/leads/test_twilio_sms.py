@@ -355,3 +355,15 @@ def test_it_shows_the_text_in_the_next_context_read_for_a_known_caller_in_every_
         context["lead"]["last_contact_at"]
         == Message.objects.get(provider_message_id=SID).created_at
     )
+
+
+def test_it_stores_a_text_with_a_nul_character_instead_of_failing_on_it():
+    """PostgreSQL stores no NUL in text or jsonb: it was a DataError, a 503, and Twilio
+    retrying for ever. The character is replaced; the text is kept."""
+    make_org()
+
+    response = post_twilio(SMS_PATH, sms(Body="e-bikes\x00 in stock?"))
+
+    assert response.status_code == 200
+    assert Message.objects.get().body == "e-bikes\ufffd in stock?"
+    assert WebhookEvent.objects.get().payload["Body"] == "e-bikes\ufffd in stock?"
