@@ -7,7 +7,7 @@ class OpsdashConfig(AppConfig):
     verbose_name = "opsdash"
 
     def ready(self) -> None:
-        from opsdash import checks
+        from opsdash import checks, logins  # noqa: F401  (logins: its signal receiver)
 
         register(checks.check_security, Tags.security, deploy=False)
         register(checks.check_redis, Tags.caches)

@@ -66,6 +66,11 @@ if _strict_bool("TRUST_X_FORWARDED_PROTO", default=False):
     # Only behind a proxy that sets this header itself (and strips it from clients).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+AUTHENTICATION_BACKENDS = ["opsdash.logins.ThrottledModelBackend"]
+# Sign-in throttling (opsdash.logins): failures per user name or address within the window.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=900)
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",

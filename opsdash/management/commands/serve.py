@@ -112,10 +112,12 @@ class Command(BaseCommand):
             made = {name: secrets.token_urlsafe(32) for name in settings.LOCAL_SECRET_NAMES}
             path.touch(mode=0o600)
             path.write_text(json.dumps(made, indent=2))
+            shown = ", ".join(f"{name}={value}" for name, value in made.items())
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"webhooks: created this install's secrets in var/{path.name} (demo "
-                    "traffic signs with them; production sets the providers' own)"
+                    f"webhooks: created this install's secrets in var/{path.name} (shown this "
+                    f"once; demo traffic signs with them; production sets the providers' own): "
+                    f"{shown}"
                 )
             )
         stored = json.loads(path.read_text())
