@@ -1,5 +1,6 @@
 """Misconfiguration reported as system checks (`manage.py check`), each with an id and a hint."""
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -129,3 +130,38 @@ def check_deploy_secrets(app_configs=None, **kwargs) -> list:
             id="opsdash.E005",
         )
     ]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def public_bind_errors(host: str, webhook_secrets: dict[str, str]) -> list:
+    """`serve` on an address other than loopback: DEBUG must be off (its error pages show code
+    and settings) and every webhook secret set (else nobody's, or anybody's, deliveries)."""
+    if is_loopback(host):
+        return []
+    errors = []
+    if settings.DEBUG:
+        errors.append(
+            Error(
+                f"DEBUG is on while serving on {host}: error pages would show code and settings.",
+                hint="Set DEBUG=false (and SECRET_KEY, ALLOWED_HOSTS) to serve beyond this host.",
+                id="opsdash.E006",
+            )
+        )
+    missing = [name for name, value in webhook_secrets.items() if not value]
+    if missing:
+        errors.append(
+            Error(
+                f"{', '.join(missing)} not set while serving on {host}.",
+                hint="Set each to the value configured at the provider.",
+                id="opsdash.E007",
+            )
+        )
+    return errors

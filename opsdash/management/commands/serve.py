@@ -1,7 +1,6 @@
 """Start opsdash the one-command way: migrate, make sure someone can log in, start a private
 redis-server when no REDIS_URL is configured, then serve the ASGI app with daphne."""
 
-import ipaddress
 import json
 import os
 import secrets
@@ -17,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from opsdash import checks
 from opsdash.settings import environment_with
 
 ADMIN_USERNAME = "admin"
@@ -26,28 +26,12 @@ def secrets_in_settings() -> dict[str, str]:
     return {name: getattr(settings, name) for name in settings.LOCAL_SECRET_NAMES}
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def bind_problems(host: str, webhook_secrets: dict[str, str]) -> list[str]:
-    """Why serving on `host` would expose more than it should (nothing on a loopback address)."""
-    if is_loopback(host):
-        return []
-    problems = []
-    if settings.DEBUG:
-        problems.append(
-            "DEBUG is on: error pages would show code and settings to anyone (set DEBUG=false)"
-        )
-    missing = [name for name, value in webhook_secrets.items() if not value]
-    if missing:
-        problems.append(f"{', '.join(missing)} not set: set each to the provider's own")
-    return problems
+    """Why serving on `host` would expose more than it should (nothing on a loopback address),
+    as system-check errors with their ids."""
+    return [
+        f"{error.id}: {error.msg}" for error in checks.public_bind_errors(host, webhook_secrets)
+    ]
 
 
 def redis_server_binary() -> str | None:
