@@ -112,3 +112,18 @@ def test_it_never_shows_the_redis_password_in_the_public_health_answer():
         response = Client().get("/api/monitoring/health/redis")
     assert "s3cret-in-query" not in response.content.decode()
     assert "password=***" in response.content.decode()
+
+
+def test_it_reads_this_installs_secrets_for_every_process_on_the_one_machine_default(
+    tmp_path, monkeypatch
+):
+    """What `demo traffic` (or the daphne child) gets from settings: the file serve made."""
+    import opsdash.settings as project_settings
+
+    stored = {name: f"{name.lower()}-value" for name in project_settings.LOCAL_SECRET_NAMES}
+    (tmp_path / "webhook-secrets.json").write_text(json.dumps(stored))
+    monkeypatch.setattr(project_settings, "LOCAL_SECRETS_FILE", tmp_path / "webhook-secrets.json")
+    monkeypatch.setattr(project_settings, "DATABASE_IS_POSTGRES", False)
+    assert project_settings._local_secrets() == stored
+    monkeypatch.setattr(project_settings, "DATABASE_IS_POSTGRES", True)
+    assert project_settings._local_secrets() == {}  # production: the environment only
