@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-import redis
 from django.test import override_settings
 
 from leads import services
@@ -17,23 +16,11 @@ from monitoring.models import SwitchAudit
 from tests.conftest import turn_caching, using_redis
 from tests.factories import CALLER, ORG_NUMBER, make_org
 from tests.forwarder import Forwarder
+from tests.leads.cache_modes import evicting_redis
+from tests.leads.test_stale_data import cached_name, warm_lead
 from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def cached_name() -> str:
-    return services.call_context(ORG_NUMBER, CALLER)["lead"]["name"]
-
-
-def warm_lead(name: str = "Before") -> dict:
-    org = make_org()
-    lead, _ = services.find_or_create_lead(org.id, CALLER)
-    services.update_lead(lead["id"], name=name)
-    assert cached_name() == name
-    assert cached_name() == name
-    assert gate.stats.snapshot()["ctx"]["hits"] >= 1
-    return lead
 
 
 def value_keys(server: RedisServer, namespace: str) -> list[bytes]:
@@ -171,40 +158,20 @@ def test_it_shows_every_list_and_counter_after_a_write_under_eviction(policy):
 
 def test_it_passes_the_services_contract_under_eviction_pressure():
     """The contract's answers (context, lists, counters, timeline) after each write, while
-    filler traffic keeps the server evicting."""
-    server = RedisServer(args=("--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru")).start()
-    stop = threading.Event()
-
-    def fill():
-        client, n = server.client(), 0
-        while not stop.is_set():
-            try:
-                client.set(f"filler:{n}", b"x" * 50_000, ex=3600)
-            except redis.RedisError:
-                pass
-            n += 1
-            time.sleep(0.002)
-
-    filler = threading.Thread(target=fill, daemon=True)
-    try:
-        with using_redis(server.url), override_settings(REDIS_BREAKER_COOLDOWN=0.2):
-            turn_caching(True)
-            org = make_org()
-            lead, _ = services.find_or_create_lead(org.id, CALLER)
-            filler.start()
-            for n in range(15):
-                name = f"name {n}"
-                services.update_lead(lead["id"], name=name)
-                for _ in range(3):
-                    assert cached_name() == name
-                    assert services.lead_list()["results"][0]["name"] == name
-                    assert services.lead_timeline(lead["id"])["lead"]["name"] == name
-                    assert services.lead_counts()["total"] == 1
-            assert server.client().info("stats")["evicted_keys"] > 0
-    finally:
-        stop.set()
-        filler.join(timeout=5)
-        server.close()
+    filler traffic keeps the server evicting (the whole contract suite runs in this mode too:
+    tests/leads/test_services_contract.py)."""
+    with evicting_redis() as server:
+        org = make_org()
+        lead, _ = services.find_or_create_lead(org.id, CALLER)
+        for n in range(15):
+            name = f"name {n}"
+            services.update_lead(lead["id"], name=name)
+            for _ in range(3):
+                assert cached_name() == name
+                assert services.lead_list()["results"][0]["name"] == name
+                assert services.lead_timeline(lead["id"])["lead"]["name"] == name
+                assert services.lead_counts()["total"] == 1
+        assert server.client().info("stats")["evicted_keys"] > 0
 
 
 # --- 4. the recording batch -----------------------------------------------------------------

@@ -213,6 +213,7 @@ def test_it_gives_identical_answers_in_every_mode(shared_redis):
     assert transcripts["off"] == transcripts["on"]
     assert transcripts["stopped"] == transcripts["on"]
     assert transcripts["hung"] == transcripts["on"]
+    assert transcripts["evicting"] == transcripts["on"]
 
 
 def test_it_never_waits_past_the_socket_timeout_when_redis_hangs(shared_redis):
