@@ -6,6 +6,7 @@ class LeadsConfig(AppConfig):
     verbose_name = "Leads and conversations"
 
     def ready(self) -> None:
-        from leads import invalidation
+        from leads import invalidation, live
 
         invalidation.connect()
+        live.connect()

@@ -25,7 +25,8 @@ def publish(event_type: str, payload: dict) -> bool:
     layer = get_channel_layer()
     if layer is None:
         return False
-    message = {"type": event_type.replace(".", "_"), "event": event_type, "payload": payload}
+    # One message type for every event: the consumer forwards them all, knowing none by name.
+    message = {"type": "dashboard.event", "event": event_type, "payload": payload}
     if isinstance(layer, InMemoryChannelLayer):
         # In the process itself: it cannot hang, and its queues belong to the serving loop.
         return _send_now(layer, event_type, message)

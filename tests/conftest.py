@@ -27,6 +27,16 @@ def missing_service(reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_configure(config):
+    """A `serve` running in this checkout has its embedded Redis socket under ./var/, which
+    settings would pick up: the suite never uses it (a test must not touch a running
+    instance's Redis); it starts its own instead."""
+    if settings.REDIS_EMBEDDED:
+        settings.REDIS_URL = None
+        settings.REDIS_EMBEDDED = False
+        settings.CACHES = {name: c for name, c in settings.CACHES.items() if name != "redis"}
+
+
 def pytest_sessionfinish(session, exitstatus):
     """The test database is dropped at the end: this process's writer beat stops first."""
     from monitoring.cache import writers

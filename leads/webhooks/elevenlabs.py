@@ -24,7 +24,7 @@ from leads.webhooks import deliveries, handlers, intake, variables
 from leads.webhooks.deferred import writer
 from leads.webhooks.intake import Rejected
 from leads.webhooks.signatures import BadSignature, verify_elevenlabs
-from monitoring import counters, events
+from monitoring import counters
 
 log = logging.getLogger(__name__)
 PROVIDER = WebhookEvent.Provider.ELEVENLABS
@@ -208,9 +208,6 @@ def record_initiation(
 
 # --- post-call ----------------------------------------------------------------------------
 
-POST_CALL_TYPES = {"post_call_transcription", "post_call_audio", "call_initiation_failure"}
-
-
 @intake.webhook
 def post_call(request: HttpRequest) -> JsonResponse:
     body = intake.read_body(request)
@@ -242,15 +239,6 @@ def post_call(request: HttpRequest) -> JsonResponse:
         # Answered 200 on purpose: the delivery is stored with its error for replay, and
         # ElevenLabs disables a webhook that keeps failing.
         return JsonResponse({"status": "failed", "event": event.pk})
-    if not outcome.duplicate and event_type in POST_CALL_TYPES:
-        events.publish(
-            "call.updated",
-            {
-                "conversation_id": data["conversation_id"],
-                "type": event_type,
-                "lead_id": getattr(outcome.result, "lead_id", None),
-            },
-        )
     return JsonResponse({"status": outcome.event.status, "event": event.pk})
 
 

@@ -12,7 +12,6 @@ from leads.models import WebhookEvent
 from leads.webhooks import deliveries, handlers, intake
 from leads.webhooks.intake import Rejected
 from leads.webhooks.signatures import BadSignature, verify_twilio
-from monitoring import events
 
 log = logging.getLogger(__name__)
 PROVIDER = WebhookEvent.Provider.TWILIO
@@ -82,18 +81,7 @@ def inbound_sms(request: HttpRequest) -> HttpResponse:
         # Answered 200 on purpose: the text is stored (with its error, for replay_webhooks, or
         # as ignored), and an error answer would only make Twilio report a failure to nobody.
         return twiml()
-    message, reply = outcome.result
-    events.publish(
-        "lead.message",
-        {
-            "lead_id": message.lead_id,
-            "conversation_id": message.conversation_id,
-            "id": message.id,
-            "role": message.role,
-            "body": message.body,
-            "channel": "sms",
-        },
-    )
+    _, reply = outcome.result  # the open pages heard of the text from the write (leads.live)
     return twiml(reply)
 
 

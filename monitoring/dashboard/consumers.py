@@ -49,26 +49,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 log.warning("dashboard websocket: channel layer unavailable", exc_info=True)
                 await self.close(code=CLOSE_LAYER_UNAVAILABLE)
 
-    async def forward(self, message: dict) -> None:
+    async def dashboard_event(self, message: dict) -> None:
+        """Any event published to the dashboard group (monitoring.events), whatever its name."""
         await self.send_json({"event": message["event"], "payload": message.get("payload", {})})
-
-    async def switch_changed(self, message):
-        await self.forward(message)
-
-    async def breaker_changed(self, message):
-        await self.forward(message)
-
-    async def monitoring_snapshot(self, message):
-        await self.forward(message)
-
-    async def alert_transition(self, message):
-        await self.forward(message)
-
-    async def lead_message(self, message):
-        await self.forward(message)
-
-    async def call_updated(self, message):
-        await self.forward(message)
 
     async def health_check(self, message):
         """The health check's probe message: nothing to tell the browser."""

@@ -292,7 +292,7 @@ def test_it_publishes_the_new_message_to_the_dashboard():
         async_to_sync(layer.group_discard)(DASHBOARD_GROUP, channel)
     message = Message.objects.get()
     assert published == {
-        "type": "lead_message",
+        "type": "dashboard.event",
         "event": "lead.message",
         "payload": {
             "lead_id": message.lead_id,

@@ -107,9 +107,14 @@ def test_it_masks_every_credential_form(url, shown):
 
 @pytest.mark.django_db
 def test_it_never_shows_the_redis_password_in_the_public_health_answer():
+    from monitoring.cache import gate
+    from tests.conftest import using_redis
+
     url = "unix:///tmp/opsdash-no-such.sock?password=s3cret-in-query"
-    with override_settings(REDIS_URL=url):
+    with using_redis(url):
+        gate.reset()
         response = Client().get("/api/monitoring/health/redis")
+    gate.reset()
     assert "s3cret-in-query" not in response.content.decode()
     assert "password=***" in response.content.decode()
 
