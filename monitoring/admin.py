@@ -1,9 +1,8 @@
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
 
-from monitoring.cache import switch
-from monitoring.dashboard.access import may_flip
+from monitoring.cache import controls, switch
+from monitoring.cache.controls import may_flip
 from monitoring.models import CacheSwitch, SwitchAudit
 
 
@@ -41,11 +40,9 @@ class CacheSwitchAdmin(admin.ModelAdmin):
         return super().has_change_permission(request, obj) and may_flip(request.user)
 
     def save_model(self, request, obj, form, change):
-        if not may_flip(request.user):
-            raise PermissionDenied("needs the permission to flip the cache switch")
-        switch.set_caching(
+        controls.flip(
             form.cleaned_data["enabled"],
-            actor=request.user.get_username(),
+            user=request.user,
             reason=form.cleaned_data["reason"],
             source="admin",
         )

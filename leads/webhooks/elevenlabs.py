@@ -208,6 +208,7 @@ def record_initiation(
 
 # --- post-call ----------------------------------------------------------------------------
 
+
 @intake.webhook
 def post_call(request: HttpRequest) -> JsonResponse:
     body = intake.read_body(request)

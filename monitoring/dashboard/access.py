@@ -6,7 +6,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
-FLIP_PERMISSION = "monitoring.flip_cacheswitch"
+from monitoring.cache.controls import FLIP_PERMISSION, may_flip  # noqa: F401  (one definition)
 
 
 def staff_required(view):
@@ -22,10 +22,6 @@ def staff_required(view):
         return view(request, *args, **kwargs)
 
     return wrapper
-
-
-def may_flip(user) -> bool:
-    return user.is_staff and user.has_perm(FLIP_PERMISSION)
 
 
 def flip_permission_required(view):

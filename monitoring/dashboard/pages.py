@@ -4,13 +4,8 @@ from dataclasses import dataclass
 
 from monitoring.api import health
 from monitoring.api.alerts import filtered_alerts
-from monitoring.cache import gate, switch
+from monitoring.cache import controls, switch
 
-SOURCE_LABELS = {
-    switch.RUNTIME: "runtime switch",
-    switch.ENVIRONMENT: "pinned off by the environment (REDIS_ENABLED=false)",
-    switch.UNCONFIGURED: "not configured (no REDIS_URL)",
-}
 TILES = [
     ("database", "Database"),
     ("redis", "Redis"),
@@ -47,7 +42,8 @@ def switch_panel() -> dict:
     state = switch.read_state()
     return {
         "state": state,
-        "source_label": SOURCE_LABELS[state.source],
+        "source_label": controls.SOURCE_LABELS[state.source],
+        "state_label": controls.state_label(state),
         "why_unavailable": "" if state.can_flip else switch.why_unavailable(),
     }
 
@@ -133,11 +129,3 @@ DETAILS = {
 
 def megabytes(n: int) -> str:
     return f"{n / 1048576:.1f}"
-
-
-def flush_cache(*, actor: str, reason: str) -> switch.SwitchState:
-    """Bump the generation from the dashboard; refused, like a flip, when the environment pins
-    caching off or no Redis is configured (there is nothing cached to flush)."""
-    if switch.environment_source() != switch.RUNTIME:
-        raise switch.SwitchUnavailable(switch.why_unavailable())
-    return gate.flush(actor=actor, reason=reason, source="dashboard")

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from monitoring.alerts import engine
 from monitoring.api.alerts import filtered_alerts
-from monitoring.cache import switch
+from monitoring.cache import controls
 from monitoring.dashboard import pages
 from monitoring.dashboard.access import flip_permission_required, may_flip, staff_required
 from monitoring.dashboard.forms import AcknowledgeForm, AlertFilterForm, ReasonForm, SwitchForm
@@ -75,17 +75,19 @@ def flip_switch(request: HttpRequest) -> HttpResponse:
         messages.error(request, f"Nothing changed. {form.error_text()}")
         return _back_to_switch()
     try:
-        state = switch.set_caching(
+        state = controls.flip(
             form.cleaned_data["enabled"],
-            actor=request.user.get_username(),
+            user=request.user,
             reason=form.cleaned_data["reason"],
             source="dashboard",
         )
-    except switch.SwitchUnavailable as exc:
+    except controls.Refused as exc:
         messages.error(request, f"The switch cannot be flipped: {exc}.")
         return _back_to_switch()
-    caching = "on" if state.enabled else "off"
-    messages.success(request, f"Caching is now {caching} (generation {state.generation}).")
+    messages.success(
+        request,
+        f"Caching is now {'on' if state.enabled else 'off'} (generation {state.generation}).",
+    )
     return _back_to_switch()
 
 
@@ -97,10 +99,10 @@ def flush_cache(request: HttpRequest) -> HttpResponse:
         messages.error(request, f"Nothing flushed. {form.error_text()}")
         return _back_to_switch()
     try:
-        state = pages.flush_cache(
-            actor=request.user.get_username(), reason=form.cleaned_data["reason"]
+        state = controls.flush(
+            user=request.user, reason=form.cleaned_data["reason"], source="dashboard"
         )
-    except switch.SwitchUnavailable as exc:
+    except controls.Refused as exc:
         messages.error(request, f"The cache cannot be flushed: {exc}.")
         return _back_to_switch()
     messages.success(request, f"Cache flushed: now generation {state.generation}.")

@@ -268,7 +268,7 @@ def test_it_tells_every_open_dashboard_about_a_flip(olivia, django_capture_on_co
         message = async_to_sync(layer.receive)(channel)
     finally:
         async_to_sync(layer.group_discard)(events.DASHBOARD_GROUP, channel)
-    assert (message["type"], message["event"]) == ("switch_changed", "switch.changed")
+    assert (message["type"], message["event"]) == ("dashboard.event", "switch.changed")
     payload = message["payload"]
     assert (payload["action"], payload["enabled"], payload["changed_by"], payload["reason"]) == (
         "disable",

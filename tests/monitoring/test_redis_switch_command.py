@@ -27,7 +27,7 @@ def redis_switch(*args: str) -> list[str]:
 def test_it_shows_the_status_on_first_boot():
     assert redis_switch("status") == [
         "caching:     on",
-        "source:      runtime (this switch governs)",
+        "source:      runtime switch",
         "stored:      on",
         "generation:  1",
         "last change: never by - (-)",
@@ -41,7 +41,7 @@ def test_it_shows_the_last_change_in_the_status():
     changed_at = CacheSwitch.objects.get().changed_at.isoformat(timespec="seconds")
     assert redis_switch("status") == [
         "caching:     off",
-        "source:      runtime (this switch governs)",
+        "source:      runtime switch",
         "stored:      off",
         "generation:  1",
         f"last change: {changed_at} by alice (incident 42)",
@@ -75,7 +75,7 @@ def test_it_turns_caching_off_and_audits_it():
     assert lines == [
         "caching is now off",
         "caching:     off",
-        "source:      runtime (this switch governs)",
+        "source:      runtime switch",
         "stored:      off",
         "generation:  1",
         f"last change: {changed_at} by alice (x)",

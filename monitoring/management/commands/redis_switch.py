@@ -2,7 +2,7 @@ import getpass
 
 from django.core.management.base import BaseCommand, CommandError
 
-from monitoring.cache import switch
+from monitoring.cache import controls, switch
 
 
 class Command(BaseCommand):
@@ -23,24 +23,24 @@ class Command(BaseCommand):
         if not reason.strip():
             raise CommandError("--reason is required: say why you are flipping the switch")
         actor = actor or f"{getpass.getuser()} (cli)"
-        if action == "flush":
-            state = switch.bump_generation(actor=actor, reason=reason, source="cli")
-            self.stdout.write(self.style.SUCCESS(f"cache flushed: generation {state.generation}"))
-            self._print(state)
-            return
         try:
-            state = switch.set_caching(action == "on", actor=actor, reason=reason, source="cli")
-        except switch.SwitchUnavailable as exc:
-            raise CommandError(f"cannot switch caching {action}: {exc}") from exc
-        self.stdout.write(self.style.SUCCESS(f"caching is now {'on' if state.enabled else 'off'}"))
+            if action == "flush":
+                state = controls.flush(actor=actor, reason=reason, source="cli")
+            else:
+                state = controls.flip(action == "on", actor=actor, reason=reason, source="cli")
+        except controls.Refused as exc:
+            what = "flush the cache" if action == "flush" else f"switch caching {action}"
+            raise CommandError(f"cannot {what}: {exc}") from exc
+        done = (
+            f"cache flushed: generation {state.generation}"
+            if action == "flush"
+            else (f"caching is now {'on' if state.enabled else 'off'}")
+        )
+        self.stdout.write(self.style.SUCCESS(done))
         self._print(state)
 
     def _print(self, state: switch.SwitchState) -> None:
-        labels = {
-            switch.RUNTIME: "runtime (this switch governs)",
-            switch.ENVIRONMENT: "pinned off by the environment (REDIS_ENABLED=false)",
-            switch.UNCONFIGURED: "not configured (no REDIS_URL)",
-        }
+        labels = controls.SOURCE_LABELS
         when = state.changed_at.isoformat(timespec="seconds") if state.changed_at else "never"
         self.stdout.write(f"caching:     {'on' if state.enabled else 'off'}")
         self.stdout.write(f"source:      {labels[state.source]}")
