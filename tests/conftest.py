@@ -37,8 +37,11 @@ def pytest_configure(config):
         settings.CACHES = {name: c for name, c in settings.CACHES.items() if name != "redis"}
 
 
-def pytest_sessionfinish(session, exitstatus):
-    """The test database is dropped at the end: this process's writer beat stops first."""
+@pytest.fixture(scope="session", autouse=True)
+def _writer_beat_stops_before_the_test_database_goes(django_db_setup):
+    """The test database is dropped when the session ends: this process's writer beat (see
+    monitoring.cache.writers) stops first, so no beat holds a connection to it."""
+    yield
     from monitoring.cache import writers
 
     writers.enlistment.abandon()

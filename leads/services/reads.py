@@ -4,9 +4,9 @@ cache_keys): a write to any of them makes it stale."""
 from django.conf import settings
 from django.db.models import Count, F, Max, Q
 
+import leads.services.cache_keys as cache_keys
 from leads.models import Conversation, Lead, Message, Organization
 from leads.phones import normalize_phone
-from leads.services import cache_keys
 from leads.services.cache_keys import (
     COUNTS,
     COUNTS_SCOPE,

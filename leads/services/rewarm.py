@@ -7,8 +7,9 @@ import logging
 
 from django.db import DatabaseError
 
+import leads.services.cache_keys as cache_keys
+import leads.services.reads as reads
 from leads.models import PhoneNumber
-from leads.services import cache_keys, reads
 from monitoring.cache import gate
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,10 @@ from django.core.signals import setting_changed
 from django.db import DatabaseError, connection, transaction
 from redis.exceptions import RedisError
 
+import monitoring.cache.entries as entries
+import monitoring.cache.scripts as scripts
+import monitoring.cache.switch as switch
 from monitoring import events
-from monitoring.cache import entries, scripts, switch
 from monitoring.cache.breaker import CircuitBreaker
 from monitoring.cache.connection import identity_of
 from monitoring.cache.entries import Namespace, as_namespace, nonces

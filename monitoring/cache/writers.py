@@ -45,7 +45,10 @@ class Enlistment:
                 return
             self._pid = os.getpid()
             self._first_beat, self._stopping = threading.Event(), threading.Event()
-            threading.Thread(target=self._run, name="opsdash-writer-beat", daemon=True).start()
+            self._thread = threading.Thread(
+                target=self._run, name="opsdash-writer-beat", daemon=True
+            )
+            self._thread.start()
             atexit.register(self._clean_exit)
         if not self._first_beat.wait(wait):
             log.warning("cache: could not enlist this process as a writer yet; retrying")
@@ -65,9 +68,13 @@ class Enlistment:
                 return
 
     def abandon(self) -> None:
-        """Stop beating and leave the row (a test run whose database is going away)."""
+        """Stop beating and leave the row (a test run whose database is going away); waits
+        for a beat under way."""
         self._stopping.set()
         self._abandoned = True
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            thread.join(timeout=5)
 
     def _clean_exit(self) -> None:
         self._stopping.set()
