@@ -73,8 +73,9 @@ def pending() -> Batch:
     return batch
 
 
-def _changed(scopes: set[str], callers=()) -> None:
-    target = pending()
+def _changed(scopes: set[str], callers=(), target: Batch | None = None) -> None:
+    """Add to this transaction's batch (`target`, when the caller already has it)."""
+    target = target or pending()
     target.scopes |= scopes
     target.callers |= set(callers)
     if not connection.in_atomic_block:
@@ -93,7 +94,7 @@ def _lead_changed(lead_ids, callers: set[tuple[int, str]]) -> None:
         target.resolved_leads |= {lead_id for lead_id, _, _ in rows}
     phones = {phone for _, phone in callers}
     scopes = {lead_scope(i) for i in lead_ids if i is not None}
-    _changed(scopes | lead_scopes(None, phones), {(org, phone) for org, phone in callers})
+    _changed(scopes | lead_scopes(None, phones), callers, target)
 
 
 def _callers_of(leads) -> set[tuple[int, str]]:
@@ -108,13 +109,14 @@ def _lead_saved(sender, instance: Lead, **kwargs) -> None:
     phones = {instance.phone, old_phone} - {None}
     target = pending()
     target.resolved_leads.add(instance.id)
-    _changed(lead_scopes(instance.id, phones), {(instance.organization_id, instance.phone)})
+    _changed(lead_scopes(instance.id, phones), {(instance.organization_id, instance.phone)}, target)
 
 
 def _lead_deleted(sender, instance: Lead, **kwargs) -> None:
     phones = {instance.phone, instance.loaded_values().get("phone")} - {None}
-    pending().resolved_leads.add(instance.id)
-    _changed(lead_scopes(instance.id, phones))
+    target = pending()
+    target.resolved_leads.add(instance.id)
+    _changed(lead_scopes(instance.id, phones), target=target)
 
 
 def _leads_changed(sender, before, after, changes, **kwargs) -> None:

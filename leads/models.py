@@ -60,8 +60,7 @@ class Observed(models.Model):
     @classmethod
     def from_db(cls, db, field_names, values):
         instance = super().from_db(db, field_names, values)
-        loaded = dict(zip(field_names, values, strict=True))
-        instance._loaded = {name: loaded[name] for name in cls.OBSERVED if name in loaded}
+        instance._loaded = {n: getattr(instance, n) for n in cls.OBSERVED if n in field_names}
         return instance
 
     def loaded_values(self) -> dict:

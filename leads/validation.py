@@ -52,7 +52,7 @@ def _make_scratch(context: ValidationContext) -> Scratch:
     marker = f"redis-validate-{uuid.uuid4().hex[:8]}"
     number, phone, stranger = _unused_fictional_numbers(3)
     org = Organization.objects.create(name=f"{marker} (temporary)", timezone="UTC")
-    context.cleanup.callback(_delete_scratch, org.id, number, [phone, stranger])
+    context.cleanup.callback(_delete_scratch, org.id)
     PhoneNumber.objects.create(organization=org, e164=number, label=marker)
     lead, _ = services.find_or_create_lead(org.id, phone)
     services.update_lead(lead["id"], name=marker, status="contacted")
@@ -76,7 +76,7 @@ def _unused_fictional_numbers(count: int) -> list[str]:
     return chosen
 
 
-def _delete_scratch(organization_id: int, number: str, callers: list[str]) -> None:
+def _delete_scratch(organization_id: int) -> None:
     # Deleting the organization invalidates its leads, numbers and every entry naming them.
     Organization.objects.filter(pk=organization_id).delete()
 

@@ -14,8 +14,6 @@ class CacheSwitch(models.Model):
     # circuit breaker open): the next process that caches bumps the generation first, so no
     # entry older than that write is served.
     invalidations_skipped = models.BooleanField(default=False)
-    # Advanced by every change of the row, so a process never replaces its copy by an older one.
-    revision = models.PositiveBigIntegerField(default=0)
     # The Redis server (its run id) the current generation is used on, since when, and the
     # marker planted there for the generation (see monitoring.cache.gate: a server that is not
     # this one, or that lost the marker, gets a new generation before anything is read).

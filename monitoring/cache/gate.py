@@ -321,15 +321,17 @@ class CacheGate:
         state = self.switch.current()
         if not state.enabled or not self._copy_is_fresh() or not self._redis_usable():
             return None
-        if self._owed_bump is not None and not self._pay_owed_bump():
-            return None
-        state = self.switch.current()
+        if self._owed_bump is not None:
+            if not self._pay_owed_bump():
+                return None
+            state = self.switch.current()  # the bump just paid started a new generation
+        identity = identity_of(self._redis())
         if (
             self._needs_verify
             or state.stale_risk
             or state.marked_generation != state.generation
-            or state.server_id != identity_of(self._redis()).trusted
-            or identity_of(self._redis()).changed
+            or state.server_id != identity.trusted
+            or identity.changed
         ):
             return self._verify()
         return state

@@ -16,7 +16,6 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from monitoring import events
@@ -43,8 +42,6 @@ class SwitchState:
     changed_by: str = ""
     reason: str = ""
     invalidations_skipped: bool = False
-    # Every change of the row advances it: a copy read earlier never replaces a later one.
-    revision: int = 0
     # The Redis server (run id) the current generation lives on, and its marker there.
     server_id: str = ""
     marker: str = ""
@@ -90,7 +87,6 @@ def _state_from_row(row: CacheSwitch) -> SwitchState:
         changed_by=row.changed_by,
         reason=row.reason,
         invalidations_skipped=row.invalidations_skipped,
-        revision=row.revision,
         server_id=row.server_id,
         marker=row.marker,
         marked_generation=row.marked_generation,
@@ -172,7 +168,7 @@ def note_skipped_invalidation() -> None:
     """A write could not invalidate (caching pinned off or unconfigured here, or Redis
     unreachable): whoever caches next must bump the generation first."""
     CacheSwitch.objects.filter(pk=CacheSwitch.SINGLETON_ID, invalidations_skipped=False).update(
-        invalidations_skipped=True, revision=F("revision") + 1
+        invalidations_skipped=True
     )
 
 
@@ -242,7 +238,6 @@ def _change(
         row.changed_at = timezone.now()
         row.changed_by = actor
         row.reason = reason
-        row.revision += 1
         row.save()
         SwitchAudit.objects.create(
             actor=actor,
@@ -263,8 +258,14 @@ def _start_generation(row: CacheSwitch) -> None:
     before the commit, so no process can read the old generation once the new one is visible."""
     old, row.generation = row.generation, row.generation + 1
     row.invalidations_skipped = False
+    _plant(row, retiring=old)
+
+
+def _plant(row: CacheSwitch, retiring: int = 0) -> None:
+    """The current generation's marker planted in Redis (the `retiring` generation's removed),
+    recorded on the row; left as it was when Redis cannot be told."""
     for starter in _generation_starters:
-        planted = starter(old, row.generation)
+        planted = starter(retiring, row.generation)
         if planted is not None:
             row.marker, row.marked_generation = planted, row.generation
 
@@ -313,7 +314,6 @@ def reconcile_server(check: ServerCheck, *, recent_seconds: float) -> SwitchStat
         if row.server_id != check.run_id:
             # Only a change of server starts the settling time (see RECENTLY_ADOPTED).
             row.server_id, row.server_since = check.run_id, timezone.now()
-        row.revision += 1
         row.save()
         SwitchAudit.objects.create(
             actor="system",
@@ -339,11 +339,7 @@ def _marker_reset_recently(row: CacheSwitch, recent_seconds: float) -> bool:
 
 
 def _replant(row: CacheSwitch) -> None:
-    for starter in _generation_starters:
-        planted = starter(0, row.generation)
-        if planted is not None:
-            row.marker, row.marked_generation = planted, row.generation
-    row.revision += 1
+    _plant(row)
     row.save()
     log.warning("switch: the marker of generation %s was lost again: planted anew", row.generation)
 
@@ -383,11 +379,7 @@ def _adopt(row: CacheSwitch, check: ServerCheck) -> None:
         # A first server is adopted without a settling time (that is for a change of server).
         row.server_id, row.server_since = check.run_id, None
     if row.marked_generation != row.generation:
-        for starter in _generation_starters:
-            planted = starter(0, row.generation)
-            if planted is not None:
-                row.marker, row.marked_generation = planted, row.generation
-    row.revision += 1
+        _plant(row)
 
 
 def _announce(action: str, state: SwitchState) -> None:

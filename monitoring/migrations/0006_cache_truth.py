@@ -22,11 +22,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='cacheswitch',
-            name='revision',
-            field=models.PositiveBigIntegerField(default=0),
-        ),
-        migrations.AddField(
-            model_name='cacheswitch',
             name='server_id',
             field=models.CharField(blank=True, max_length=64),
         ),

@@ -30,7 +30,12 @@ def test_it_has_no_webhook_secret_written_in_the_code():
 
 def test_it_makes_random_secrets_on_the_first_start_and_keeps_them(tmp_path, monkeypatch):
     monkeypatch.setattr(serve.settings, "VAR_DIR", tmp_path, raising=False)
-    with override_settings(VAR_DIR=tmp_path, LOCAL_SECRETS_FILE=tmp_path / "webhook-secrets.json"):
+    unset = dict.fromkeys(
+        ("ELEVENLABS_INITIATION_SECRET", "ELEVENLABS_WEBHOOK_SECRET", "TWILIO_AUTH_TOKEN"), ""
+    )
+    with override_settings(
+        VAR_DIR=tmp_path, LOCAL_SECRETS_FILE=tmp_path / "webhook-secrets.json", **unset
+    ):
         command = serve.Command()
         first = command._ensure_local_secrets()
         again = command._ensure_local_secrets()

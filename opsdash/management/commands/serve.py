@@ -2,7 +2,6 @@
 redis-server when no REDIS_URL is configured, then serve the ASGI app with daphne."""
 
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -89,7 +88,9 @@ class Command(BaseCommand):
 
     def _ensure_local_secrets(self) -> dict[str, str]:
         """This install's webhook secrets (random, made on the first start, kept in var/ for
-        `demo traffic`), for each one the environment does not set."""
+        `demo traffic`), to hand to the server for each one settings do not have yet (set in the
+        environment, or read from the file when it already existed, settings have it and so
+        will the server)."""
         path = settings.LOCAL_SECRETS_FILE
         if not path.exists():
             settings.VAR_DIR.mkdir(exist_ok=True)
@@ -108,7 +109,7 @@ class Command(BaseCommand):
         return {
             name: stored[name]
             for name in settings.LOCAL_SECRET_NAMES
-            if stored.get(name) and not os.environ.get(name)
+            if stored.get(name) and not getattr(settings, name)
         }
 
     def _ensure_first_superuser(self) -> None:
