@@ -1,10 +1,13 @@
 """What the dashboard pages show, assembled from the monitoring services (no requests here)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from django.conf import settings
 
 from monitoring.api import health
 from monitoring.api.alerts import filtered_alerts
 from monitoring.cache import controls, switch
+from monitoring.metrics.middleware import OTHER_GROUP
 
 TILES = [
     ("database", "Database"),
@@ -14,14 +17,15 @@ TILES = [
     ("channel_layer", "Channel layer"),
     ("evaluator", "Evaluator"),
 ]
-# The overview's charts: (id, title, unit). The page's script knows which figure each draws.
+# The overview's charts: (id, title, unit, the names of its series). The page's script knows
+# which figures each draws.
 CHARTS = [
-    ("hit-rate", "Cache hit rate", "%"),
-    ("request-rate", "Requests", "req/s"),
-    ("latency", "Latency p50 / p95, all requests", "ms"),
-    ("error-rate", "Error rate (5xx)", "%"),
-    ("redis-latency", "Redis latency", "ms"),
-    ("redis-memory", "Redis memory", "MB"),
+    ("hit-rate", "Cache hit rate", "%", ["hit rate"]),
+    ("request-rate", "Requests", "req/s", ["requests"]),
+    ("latency", "Latency p50 / p95, all requests", "ms", ["p50", "p95"]),
+    ("error-rate", "Error rate (5xx)", "%", ["errors"]),
+    ("redis-latency", "Redis latency", "ms", ["ping", "per call"]),
+    ("redis-memory", "Redis memory", "MB", ["used"]),
 ]
 
 
@@ -31,6 +35,8 @@ class Tile:
     label: str
     status: str
     detail: str
+    # The check's observed values: the page's charts read Redis's ping and memory from them.
+    observed: dict = field(default_factory=dict)
 
     @property
     def slug(self) -> str:
@@ -48,19 +54,40 @@ def switch_panel() -> dict:
     }
 
 
-def overview() -> dict:
+def health_tiles() -> dict:
+    """The health word and one tile per check (the overview's "health" fragment)."""
     document = health.full_health()
     return {
         "health_status": document["status"],
         "tiles": [tile(name, label, document["checks"][name]) for name, label in TILES],
-        "switch": switch_panel(),
-        "active_alerts": list(filtered_alerts("active")),
-        "charts": CHARTS,
     }
 
 
+def active_alerts() -> dict:
+    """The overview's "alerts" fragment."""
+    return {"active_alerts": list(filtered_alerts("active"))}
+
+
+def overview() -> dict:
+    return {
+        **health_tiles(),
+        "switch": switch_panel(),
+        **active_alerts(),
+        "charts": CHARTS,
+        "route_groups": route_groups(),
+    }
+
+
+def route_groups() -> list[tuple[str, str]]:
+    """(name, slug) of every route group a request can be counted in, for the latency charts
+    by group (each drawn once it has figures)."""
+    names = dict.fromkeys(group for _, group in settings.METRICS_ROUTE_GROUPS)
+    return [(name, name.replace("_", "-")) for name in [*names, OTHER_GROUP]]
+
+
 def tile(name: str, label: str, check: dict) -> Tile:
-    return Tile(name, label, tile_status(check), tile_detail(name, check))
+    observed = check.get("observed", {})
+    return Tile(name, label, tile_status(check), tile_detail(name, check), observed)
 
 
 def tile_status(check: dict) -> str:
@@ -70,7 +97,7 @@ def tile_status(check: dict) -> str:
 
 
 def tile_detail(name: str, check: dict) -> str:
-    """One line about a health check (the page's script says the same from the health API)."""
+    """One line about a health check."""
     if check.get("error"):
         return check["error"]
     observed = check.get("observed", {})

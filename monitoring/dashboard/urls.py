@@ -6,6 +6,7 @@ app_name = "dashboard"
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("fragments/<slug:name>", views.fragment, name="fragment"),
     path("alerts/", views.alert_list, name="alerts"),
     path("alerts/<int:alert_id>/", views.alert_detail, name="alert-detail"),
     path("alerts/<int:alert_id>/acknowledge", views.acknowledge_alert, name="alert-acknowledge"),

@@ -7,11 +7,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from monitoring.alerts import engine
 from monitoring.api.alerts import filtered_alerts
-from monitoring.cache import controls
+from monitoring.cache import controls, switch
 from monitoring.dashboard import pages
 from monitoring.dashboard.access import flip_permission_required, may_flip, staff_required
 from monitoring.dashboard.forms import AcknowledgeForm, AlertFilterForm, ReasonForm, SwitchForm
@@ -26,6 +27,46 @@ AUDIT_PAGE_SIZE = 50
 def overview(request: HttpRequest) -> HttpResponse:
     context = {**pages.overview(), "may_flip": may_flip(request.user)}
     return render(request, "monitoring/dashboard/overview.html", context)
+
+
+def _health_fragment(request: HttpRequest) -> dict:
+    return pages.health_tiles()
+
+
+def _switch_fragment(request: HttpRequest) -> dict:
+    return {"switch": pages.switch_panel(), "may_flip": may_flip(request.user)}
+
+
+def _switch_badge_fragment(request: HttpRequest) -> dict:
+    return {"state": switch.read_state()}
+
+
+def _alerts_fragment(request: HttpRequest) -> dict:
+    # An acknowledgement from a swapped-in row returns to the page, not to this fragment.
+    return {**pages.active_alerts(), "next_path": reverse("dashboard:overview")}
+
+
+# The regions the pages' script fetches again when an event says they changed: the name (in
+# the region's data-fragment attribute), its template (which the full page includes) and
+# what it shows.
+FRAGMENTS = {
+    "health": ("monitoring/dashboard/_health.html", _health_fragment),
+    "switch": ("monitoring/dashboard/_switch_panel.html", _switch_fragment),
+    "switch-badge": ("monitoring/dashboard/_switch_badge.html", _switch_badge_fragment),
+    "alerts": ("monitoring/dashboard/_active_alerts.html", _alerts_fragment),
+}
+
+
+@require_GET
+@never_cache
+@staff_required
+def fragment(request: HttpRequest, name: str) -> HttpResponse:
+    """One region of a dashboard page alone, rendered as the page renders it."""
+    try:
+        template, context = FRAGMENTS[name]
+    except KeyError:
+        raise Http404(f"no fragment {name!r}") from None
+    return render(request, template, context(request))
 
 
 @require_GET

@@ -9,12 +9,15 @@ from django.db.backends.signals import connection_created
 
 from monitoring.metrics.recorder import RequestStats, current_request, recorder
 
+# The group of every request no METRICS_ROUTE_GROUPS prefix matches.
+OTHER_GROUP = "other"
+
 
 def route_group(path: str) -> str:
     for prefix, group in settings.METRICS_ROUTE_GROUPS:
         if path.startswith(prefix):
             return group
-    return "other"
+    return OTHER_GROUP
 
 
 def count_query(execute, sql, params, many, context):

@@ -6,6 +6,7 @@ The served process uses this run's test database and redis-servers of the test's
 the shared Redis in REDIS_URL. Tests that use it are transactional (the served process sees
 only committed rows)."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -216,3 +217,54 @@ def wait_live(page) -> None:
     """The page's websocket is open (and pushes will reach it)."""
     body = page.locator("body")
     expect(body).to_have_attribute("data-live-state", "live", timeout=LIVE_WITHIN_MS)
+
+
+# --- what a person sees on the pages, found by role and text ------------------------------
+
+
+def switch_panel(page):
+    return page.get_by_role("region", name="Redis caching")
+
+
+def switch_state(page):
+    """The panel's ON / OFF."""
+    return switch_panel(page).get_by_text(re.compile(r"^(ON|OFF)$"))
+
+
+def switch_fact(page, term: str):
+    """The panel's value for `term` ("Source", "Generation", "Last change", "Reason"): the
+    definition after that term (ARIA gives a definition no name of its own)."""
+    term = switch_panel(page).get_by_role("term").filter(has_text=re.compile(f"^{term}$"))
+    return term.locator("xpath=following-sibling::dd[1]")
+
+
+def last_change_by(who: str) -> re.Pattern:
+    """The panel's "Last change" text: who, and when to the second."""
+    return re.compile(rf"^\s*{who}\s+at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC\s*$")
+
+
+def switch_badge(page):
+    """The header's word on the switch, on every page."""
+    return page.get_by_title("The REDIS_ENABLED switch")
+
+
+def health_tile(page, label: str):
+    return page.get_by_role("list", name="Health checks").get_by_role(
+        "listitem", name=label, exact=True
+    )
+
+
+def active_alerts(page):
+    return page.get_by_role("list", name="Active alerts")
+
+
+def chart(page, title: str):
+    return page.get_by_role("figure", name=title, exact=True)
+
+
+def live_status(page):
+    return page.get_by_role("banner").get_by_role("status")
+
+
+def degraded_banner(page):
+    return page.get_by_role("alert").filter(has_text="live updates degraded")

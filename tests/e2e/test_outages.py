@@ -9,7 +9,22 @@ from django.test import override_settings
 
 from monitoring.cache import switch
 from monitoring.models import Alert
-from tests.e2e.support import SHOWN_WITHIN_MS, expect, make_user, private_redis, serving, wait_live
+from tests.e2e.support import (
+    SHOWN_WITHIN_MS,
+    active_alerts,
+    degraded_banner,
+    expect,
+    health_tile,
+    last_change_by,
+    live_status,
+    make_user,
+    private_redis,
+    serving,
+    switch_badge,
+    switch_fact,
+    switch_state,
+    wait_live,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,10 +58,10 @@ def server_with_redis_layer(browser, tmp_path_factory, django_db_blocker, layer_
 def test_it_shows_a_redis_outage_and_its_end_live(server, browse):
     page = browse(server, make_user("olivia"))
     page.goto("/dashboard/")
-    tile = page.get_by_test_id("tile-redis")
+    tile = health_tile(page, "Redis")
     expect(tile).to_have_attribute("data-status", "pass")
     wait_live(page)
-    alerts = page.get_by_test_id("active-alerts")
+    alerts = active_alerts(page)
     lost = alerts.locator("li", has_text="Redis connection lost")
     expect(lost).to_have_count(0)
 
@@ -58,13 +73,19 @@ def test_it_shows_a_redis_outage_and_its_end_live(server, browse):
     expect(tile).to_contain_text("unreachable")
     expect(lost).to_have_count(1, timeout=SHOWN_WITHIN_MS)
     alert = Alert.objects.get(rule="redis_connection_lost")
-    expect(lost).to_have_attribute("data-testid", f"alert-{alert.id}")
+    # The row is this alert's: its rule links to the alert's page.
+    expect(lost.get_by_role("link", name="redis_connection_lost")).to_have_attribute(
+        "href", f"/dashboard/alerts/{alert.id}/"
+    )
     expect(lost).to_have_class(re.compile(r"\balert-row--critical\b"))
-    expect(lost.locator("[data-field=state]")).to_have_text("firing", timeout=SHOWN_WITHIN_MS)
-    expect(page.get_by_test_id("no-active-alerts")).to_be_hidden()
+    state = lost.get_by_text(re.compile(r"^(pending|firing)$"))
+    expect(state).to_have_text("firing", timeout=SHOWN_WITHIN_MS)
+    expect(page.get_by_text("No active alerts.")).to_be_hidden()
 
     server.cache_redis.start()  # on the same port
-    expect(page.get_by_test_id(f"alert-{alert.id}")).to_have_count(0, timeout=SHOWN_WITHIN_MS)
+    # Its row (named by its rule's link) goes: one open alert per rule.
+    row = alerts.get_by_role("listitem", name="redis_connection_lost", exact=True)
+    expect(row).to_have_count(0, timeout=SHOWN_WITHIN_MS)
     expect(tile).to_have_attribute("data-status", "pass", timeout=SHOWN_WITHIN_MS)
     alert.refresh_from_db()
     assert alert.state == Alert.State.RESOLVED
@@ -75,27 +96,27 @@ def test_it_polls_while_the_channel_layer_is_down(server_with_redis_layer, layer
     server = server_with_redis_layer
     page = browse(server, make_user("olivia"))
     page.goto("/dashboard/")
-    expect(page.get_by_test_id("tile-channel-layer")).to_have_attribute("data-status", "pass")
+    expect(health_tile(page, "Channel layer")).to_have_attribute("data-status", "pass")
     wait_live(page)
     page.evaluate("window.e2eLoaded = 'once'")
-    banner = page.get_by_test_id("live-degraded")
+    banner = degraded_banner(page)
     expect(banner).to_be_hidden()
 
     layer_redis.stop()
     expect(banner).to_be_visible(timeout=DEGRADED_WITHIN_MS)
     expect(banner).to_contain_text("live updates degraded")
     expect(page.locator("body")).to_have_attribute("data-live-state", "degraded")
-    expect(page.get_by_test_id("live-status")).to_have_text("degraded")
-    expect(page.get_by_test_id("tile-channel-layer")).to_have_attribute(
+    expect(live_status(page)).to_have_text("degraded")
+    expect(health_tile(page, "Channel layer")).to_have_attribute(
         "data-status", "warn", timeout=SHOWN_WITHIN_MS
     )
 
     # A flip made elsewhere (here: the service the CLI calls) reaches the page by polling.
     with override_settings(REDIS_URL=server.cache_redis.url, REDIS_ENABLED=None):
         switch.set_caching(False, actor="oncall", reason="layer outage drill", source="cli")
-    expect(page.get_by_test_id("switch-state")).to_have_text("OFF", timeout=POLLED_WITHIN_MS)
-    expect(page.get_by_test_id("switch-badge")).to_have_text("caching off")
-    expect(page.get_by_test_id("switch-changed-by")).to_have_text("oncall")
+    expect(switch_state(page)).to_have_text("OFF", timeout=POLLED_WITHIN_MS)
+    expect(switch_badge(page)).to_have_text("caching off")
+    expect(switch_fact(page, "Last change")).to_have_text(last_change_by("oncall"))
     expect(banner).to_be_visible()
 
     layer_redis.start()  # on the same port: the page reconnects by itself

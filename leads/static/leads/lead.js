@@ -15,8 +15,8 @@
 
   function messageIds() {
     var ids = {};
-    timeline.querySelectorAll("[data-role]").forEach(function (item) {
-      ids[item.getAttribute("data-testid")] = true;
+    timeline.querySelectorAll("[data-message-id]").forEach(function (item) {
+      ids[item.dataset.messageId] = true;
     });
     return ids;
   }
@@ -37,8 +37,8 @@
         shown = html;
         timeline.innerHTML = html;
         // Mark what arrived since the page was drawn, so a reader sees what is new.
-        timeline.querySelectorAll("[data-role]").forEach(function (item) {
-          if (!before[item.getAttribute("data-testid")]) {
+        timeline.querySelectorAll("[data-message-id]").forEach(function (item) {
+          if (!before[item.dataset.messageId]) {
             item.classList.add("msg--new");
           }
         });

@@ -1,15 +1,21 @@
 /* Live updates for every dashboard page.
  *
  * One websocket to /ws/monitoring/ carries the dashboard group's events ({event, payload}).
- * If it cannot connect, drops, or stops answering pings (the ping is answered through the
- * channel layer, so a dead layer is noticed too), the page shows the "live updates degraded"
+ * An event names what changed; the regions of the page it affects (marked data-fragment, with
+ * their data-fragment-url) are fetched again, rendered by the server, and swapped in. A burst of
+ * events costs one fetch per region, and one region's answers are applied in the order they
+ * were asked for (a fetch asked for while another is in flight starts after it).
+ *
+ * If the socket cannot connect, drops, or stops answering pings (the ping is answered through
+ * the channel layer, so a dead layer is noticed too), the page shows the "live updates degraded"
  * banner, runs the pollers the page registered, and reconnects with backoff; once the socket
- * is back the banner goes and the page resyncs once.
+ * is back the banner goes and the page fetches every region once.
  *
  * window.opsLive:
- *   on(event, fn)             websocket events ("switch.changed", ...), plus "switch" (the
- *                             switch state, from a push or a poll), "state", "connected"
- *                             (first connection) and "resync" (live again after degraded)
+ *   on(event, fn)             websocket events ("switch.changed", ...), plus "state",
+ *                             "connected" (first connection), "resync" (live again after
+ *                             degraded) and "swapped" (a region's name, after it changed)
+ *   refresh(name)             fetch region `name` again and swap it in (a promise)
  *   whileDegraded(fn, ms)     run fn every ms while degraded (after each run completes)
  *   every(fn, ms)             run fn every ms (ms may be a function of the state)
  *   fetchJSON(url)            same-origin GET, JSON body (also on 503 health answers)
@@ -31,7 +37,14 @@
   var RETRY_MAX_MS = 15000;
   var SWITCH_POLL_MS = 1000;
   var SWITCH_SAFETY_POLL_MS = 15000;
-  var STATE_LABELS = { connecting: "connecting…", live: "live", degraded: "degraded" };
+  // Events within this long of each other cost one fetch per region.
+  var COALESCE_MS = 30;
+  // The regions each event changes (a region this page does not have is skipped).
+  var REFRESHES = {
+    "switch.changed": ["switch-badge", "switch", "health"],
+    "breaker.changed": ["health"],
+    "alert.transition": ["alerts", "health"],
+  };
 
   var handlers = {};
   var degradedPollers = [];
@@ -67,7 +80,7 @@
     body.dataset.liveState = next;
     if (statusEl) {
       statusEl.dataset.state = next;
-      statusEl.textContent = STATE_LABELS[next];
+      statusEl.textContent = statusEl.getAttribute("data-label-" + next);
     }
     if (banner) {
       banner.hidden = next !== "degraded";
@@ -232,50 +245,128 @@
     });
   }
 
-  // --- the switch, on every page --------------------------------------------------------------
+  // --- server-rendered regions ------------------------------------------------------------
 
-  var badge = document.getElementById("switch-badge");
-  var shownChange = badge && badge.dataset.changedAt ? Date.parse(badge.dataset.changedAt) : 0;
+  var regions = {};
 
-  function badgeText(s) {
-    if (s.source === "unconfigured") {
-      return "no Redis";
-    }
-    if (s.source === "environment") {
-      return "caching pinned off";
-    }
-    return s.enabled ? "caching on" : "caching off";
+  function regionNamed(name) {
+    return document.querySelector("[data-fragment=\"" + name + "\"]");
   }
 
-  /* A switch state from a push or a poll; an older one than shown is ignored. */
-  function applySwitch(s) {
-    var changed = s.changed_at ? Date.parse(s.changed_at) : 0;
-    if (changed < shownChange) {
+  /* Fetch region `name` again; resolves once an answer asked for after this call is shown. */
+  function refresh(name) {
+    var region = regions[name] || (regions[name] = { waiting: [], timer: null, busy: false });
+    return new Promise(function (resolve) {
+      region.waiting.push(resolve);
+      if (!region.timer && !region.busy) {
+        region.timer = setTimeout(load, COALESCE_MS, name, region);
+      }
+    });
+  }
+
+  function load(name, region) {
+    region.timer = null;
+    var waiting = region.waiting;
+    region.waiting = [];
+    var shown = regionNamed(name);
+    if (!shown) {
+      waiting.forEach(function (resolve) {
+        resolve();
+      });
       return;
     }
-    shownChange = changed;
-    if (badge) {
-      badge.textContent = badgeText(s);
-      badge.dataset.enabled = String(!!s.enabled);
-      badge.dataset.source = s.source;
-      badge.dataset.generation = String(s.generation);
-      badge.dataset.changedAt = s.changed_at || "";
-      badge.className = "switch-badge switch-badge--" + (s.enabled ? "on" : "off");
+    region.busy = true;
+    fetch(shown.dataset.fragmentUrl, {
+      credentials: "same-origin",
+      cache: "no-store",
+      redirect: "error", // signed out: the login page is not this region
+      headers: { Accept: "text/html" },
+    })
+      .then(function (response) {
+        if (!response.ok) {
+          throw new Error(name + " answered " + response.status);
+        }
+        return response.text();
+      })
+      .then(function (html) {
+        swap(name, html);
+      })
+      .catch(function (err) {
+        console.warn("opsdash: region " + name + " not refreshed", err);
+      })
+      .then(function () {
+        region.busy = false;
+        waiting.forEach(function (resolve) {
+          resolve();
+        });
+        if (region.waiting.length) {
+          region.timer = setTimeout(load, COALESCE_MS, name, region);
+        }
+      });
+  }
+
+  /* The region as the server would render it now, leaving out what differs between two
+   * renders of the same state (the masked CSRF token) or is the reader's (an open dialog). */
+  function comparable(element) {
+    var copy = element.cloneNode(true);
+    copy.querySelectorAll("input[name=csrfmiddlewaretoken]").forEach(function (input) {
+      input.removeAttribute("value");
+    });
+    copy.querySelectorAll("dialog[open]").forEach(function (dialog) {
+      dialog.removeAttribute("open");
+    });
+    return copy.outerHTML;
+  }
+
+  function swap(name, html) {
+    var shown = regionNamed(name);
+    var holder = document.createElement("template");
+    holder.innerHTML = html.trim();
+    var next = holder.content.firstElementChild;
+    if (!shown || !next || next.dataset.fragment !== name || comparable(shown) === comparable(next)) {
+      return;
     }
-    emit("switch", s);
+    keepWhatTheReaderTyped(shown, next);
+    var focused = shown.contains(document.activeElement) ? document.activeElement.id : "";
+    shown.replaceWith(next);
+    var refocus = focused && document.getElementById(focused);
+    if (refocus) {
+      refocus.focus();
+    }
+    emit("swapped", name);
   }
 
-  function pollSwitch() {
-    return fetchJSON(body.dataset.switchUrl).then(applySwitch);
+  function keepWhatTheReaderTyped(shown, next) {
+    shown.querySelectorAll("input[id], textarea[id]").forEach(function (field) {
+      var same = next.querySelector("#" + CSS.escape(field.id));
+      if (same && field.type !== "hidden" && field.value !== field.defaultValue) {
+        same.value = field.value;
+      }
+    });
   }
 
-  on("switch.changed", applySwitch);
-  on("resync", pollSwitch);
-  on("connected", pollSwitch); // a flip between the page's render and the socket's opening
-  whileDegraded(pollSwitch, SWITCH_POLL_MS);
+  function refreshAll() {
+    var names = Array.prototype.map.call(document.querySelectorAll("[data-fragment]"), function (el) {
+      return el.dataset.fragment;
+    });
+    return Promise.all(names.map(refresh));
+  }
+
+  function refreshSwitch() {
+    return Promise.all([refresh("switch-badge"), refresh("switch")]);
+  }
+
+  Object.keys(REFRESHES).forEach(function (event) {
+    on(event, function () {
+      REFRESHES[event].forEach(refresh);
+    });
+  });
+  on("resync", refreshAll);
+  on("connected", refreshSwitch); // a flip between the page's render and the socket's opening
+  whileDegraded(refreshSwitch, SWITCH_POLL_MS);
   // Belt and braces while live: a push lost on its way (a publisher on another channel layer)
   // is made good within this long.
-  every(pollSwitch, SWITCH_SAFETY_POLL_MS);
+  every(refreshSwitch, SWITCH_SAFETY_POLL_MS);
 
   window.addEventListener("online", function () {
     if (state === "degraded" && !socket) {
@@ -297,6 +388,7 @@
 
   window.opsLive = {
     on: on,
+    refresh: refresh,
     whileDegraded: whileDegraded,
     every: every,
     fetchJSON: fetchJSON,
