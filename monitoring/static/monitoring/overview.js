@@ -273,7 +273,9 @@
     // Not connected (or not sampled while caching is off): a gap, not the last good value.
     noteServer(redis.connected ? redis.latency_ms : null, redis.connected ? redis.used_memory_bytes : null);
     var tile = redisTile();
-    if (redis.configured && tile && tile.dataset.connected !== String(!!redis.connected)) {
+    // Redis is sampled only while caching is on; without a sample there is nothing to compare.
+    var sampled = redis.configured && redis.connected !== undefined;
+    if (sampled && tile && tile.dataset.connected !== String(!!redis.connected)) {
       refreshHealth();
     }
     var minute = snapshot.minute || {};
