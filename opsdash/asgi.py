@@ -1,4 +1,5 @@
-"""The ASGI entry point daphne serves: HTTP (Django, static files) and websockets (Channels)."""
+"""The ASGI entry point daphne serves: HTTP (the webhooks on their own lean handler; pages,
+APIs and static files on Django's) and websockets (Channels)."""
 
 import os
 
@@ -15,6 +16,7 @@ from django.urls import path  # noqa: E402
 from monitoring import runtime  # noqa: E402
 from monitoring.dashboard.consumers import DashboardConsumer  # noqa: E402
 from monitoring.dashboard.origins import SameOriginValidator  # noqa: E402
+from opsdash.intake_handler import IntakeHandler, by_path  # noqa: E402
 
 websocket_routes = [
     path("ws/monitoring/", DashboardConsumer.as_asgi()),
@@ -22,7 +24,7 @@ websocket_routes = [
 
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(django_http),
+        "http": by_path(intake=IntakeHandler(), pages=ASGIStaticFilesHandler(django_http)),
         "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_routes))),
     }
 )

@@ -3,6 +3,7 @@ layer then invalidates every cache entry they affected (leads.invalidation). Vie
 commands call only these."""
 
 from leads.services.reads import (
+    acall_context,
     call_context,
     lead_counts,
     lead_list,
@@ -18,6 +19,7 @@ from leads.services.writes import (
 )
 
 __all__ = [
+    "acall_context",
     "add_message",
     "call_context",
     "complete_conversation",

@@ -58,11 +58,19 @@ def call_context(org_number: str, phone: str) -> dict:
     """Everything a call needs about the caller, as one cached bundle: the organization that
     answers on `org_number`, the caller's lead (None if new), their last messages (oldest
     first), the latest conversation summary and the number of conversations."""
+    return gate.get_or_load(*_call_context_entry(org_number, phone))
+
+
+async def acall_context(org_number: str, phone: str) -> dict:
+    """`call_context` for a caller on the event loop: a warm entry costs no thread."""
+    return await gate.aget_or_load(*_call_context_entry(org_number, phone))
+
+
+def _call_context_entry(org_number: str, phone: str) -> tuple:
     org_number, phone = normalize_phone(org_number), normalize_phone(phone)
     key = cache_keys.context_key(org_number, phone)
-    return gate.get_or_load(
-        CTX, key, lambda: load_call_context(org_number, phone), scopes=context_scopes_of(phone)
-    )
+    loader = lambda: load_call_context(org_number, phone)  # noqa: E731
+    return CTX, key, loader, None, context_scopes_of(phone)
 
 
 def load_call_context(org_number: str, phone: str) -> dict:

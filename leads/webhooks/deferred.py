@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
@@ -41,16 +42,33 @@ class DeferredWriter:
         moment (up to BATCH_SIZE): many small writes become one transaction."""
         self.submit(job, _Batched(item))
 
+    async def asubmit_batched(self, job: Callable[[list], object], item) -> None:
+        """`submit_batched` for a caller on the event loop: when the workers are behind, the
+        write runs in a worker thread (never on the loop), and the caller waits for it."""
+        if self._behind():
+            await sync_to_async(self._run_inline, thread_sensitive=False)(job, ([item],))
+            return
+        self._queue(job, (_Batched(item),))
+
     def submit(self, job: Callable[..., object], *args) -> None:
-        if self._jobs.unfinished_tasks >= settings.DEFERRED_MAX_QUEUE:
-            counters.increment("deferred.inline")
+        if self._behind():
             if args and isinstance(args[0], _Batched):
                 args = ([args[0].item],)
-            try:
-                self._run_with_retries(job, args)
-            finally:
-                close_old_connections()
+            self._run_inline(job, args)
             return
+        self._queue(job, args)
+
+    def _behind(self) -> bool:
+        return self._jobs.unfinished_tasks >= settings.DEFERRED_MAX_QUEUE
+
+    def _run_inline(self, job, args) -> None:
+        counters.increment("deferred.inline")
+        try:
+            self._run_with_retries(job, args)
+        finally:
+            close_old_connections()
+
+    def _queue(self, job, args) -> None:
         self._ensure_workers()
         self._jobs.put((job, args))
 

@@ -9,16 +9,15 @@ import hmac
 import logging
 import uuid
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
 from leads.models import Lead, WebhookEvent
 from leads.phones import MAX_INPUT_LENGTH, InvalidPhoneNumber, normalize_phone
-from leads.services import call_context
+from leads.services import acall_context
 from leads.services import calls as calls_module
 from leads.webhooks import deliveries, handlers, intake, variables
 from leads.webhooks.deferred import writer
@@ -48,8 +47,7 @@ async def conversation_initiation(request: HttpRequest) -> JsonResponse:
     intake.require_fields(payload, ["caller_id", "called_number"])
     try:
         answer = await asyncio.wait_for(
-            sync_to_async(_answer_in_worker, thread_sensitive=False)(payload),
-            timeout=settings.INITIATION_TIME_BUDGET,
+            answer_initiation(payload), timeout=settings.INITIATION_TIME_BUDGET
         )
     except Exception as exc:  # the documented fail-safe: a caller on the line always gets an answer
         counters.increment("webhook.elevenlabs.initiation_fallback")
@@ -71,23 +69,16 @@ def _check_shared_secret(request: HttpRequest) -> None:
         raise Rejected(401, f"{what} {settings.ELEVENLABS_INITIATION_HEADER} header")
 
 
-def _answer_in_worker(payload: dict) -> dict:
-    try:
-        return answer_initiation(payload)
-    finally:
-        close_old_connections()  # a worker thread's connection goes back to the pool
-
-
-def answer_initiation(payload: dict) -> dict:
+async def answer_initiation(payload: dict) -> dict:
     """The answer, from the cached call context (with a warm cache: no SQL, one Redis round
-    trip). The call is recorded off the response path."""
+    trip, on the event loop). The call is recorded off the response path."""
     now = timezone.now()
     caller, called = _phone_or_raw(payload["caller_id"]), _phone_or_raw(payload["called_number"])
     outbound = False
-    context = _context_or_none(called, caller)
+    context = await _context_or_none(called, caller)
     if context is None or context["organization"] is None:
         # An outbound call: our number is the caller and the customer is the one called.
-        reverse = _context_or_none(caller, called)
+        reverse = await _context_or_none(caller, called)
         if reverse is not None and reverse["organization"] is not None:
             context, outbound = reverse, True
     customer = called if outbound else caller
@@ -99,7 +90,7 @@ def answer_initiation(payload: dict) -> dict:
     if "call_sid" in payload and not calls_module.call_sid_or_none(payload["call_sid"]):
         payload = {**payload, "call_sid": None}  # not a call SID: recorded without one
     call = (context["organization"]["id"], customer, lead_id, payload, now)
-    writer.submit_batched(record_initiations, call)
+    await writer.asubmit_batched(record_initiations, call)
     return variables.initiation_answer(context, customer, outbound, now)
 
 
@@ -111,9 +102,9 @@ def _phone_or_raw(raw) -> str:
         return str(raw or "")[:MAX_INPUT_LENGTH]
 
 
-def _context_or_none(org_number: str, customer: str) -> dict | None:
+async def _context_or_none(org_number: str, customer: str) -> dict | None:
     try:
-        return call_context(org_number, customer)
+        return await acall_context(org_number, customer)
     except InvalidPhoneNumber:
         return None
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import redis.asyncio
+import redis.asyncio.connection as aio
 from django_redis.pool import ConnectionFactory
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
@@ -43,6 +45,11 @@ class ServerIdentity:
     def trust(self, run_id: str) -> None:
         self.trusted = run_id
         self.changed = self.seen is not None and self.seen != run_id
+
+    def forget_seen(self) -> None:
+        """Every connection that saw another server has been closed."""
+        self.seen = None
+        self.changed = False
 
 
 def run_id_of(info_server: str) -> str:
@@ -203,6 +210,59 @@ class GateConnectionFactory(ConnectionFactory):
         for pool in cls._pools.values():
             pool.disconnect()
         cls._pools.clear()
+
+
+class _AsyncIdentityMixin:
+    """The same identity check on the event loop's connections. (Name resolution needs no
+    bounding here: asyncio resolves in a worker thread, under the connect timeout.)"""
+
+    def __init__(self, *args, server_identity: ServerIdentity | None = None, **kwargs) -> None:
+        self.server_identity = server_identity
+        super().__init__(*args, **kwargs)
+
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        await super().on_connect_check_health(check_health=check_health)
+        if self.server_identity is None:
+            return
+        await self.send_command("INFO", "server")
+        answer = await self.read_response()
+        if isinstance(answer, bytes):
+            answer = answer.decode("utf-8", "replace")
+        self.server_identity.saw(run_id_of(answer))
+
+
+class AsyncGateConnection(_AsyncIdentityMixin, aio.Connection):
+    pass
+
+
+class AsyncGateSSLConnection(_AsyncIdentityMixin, aio.SSLConnection):
+    pass
+
+
+class AsyncGateUnixConnection(_AsyncIdentityMixin, aio.UnixDomainSocketConnection):
+    pass
+
+
+ASYNC_CONNECTION_CLASSES = {
+    "redis": AsyncGateConnection,
+    "rediss": AsyncGateSSLConnection,
+    "unix": AsyncGateUnixConnection,
+}
+
+
+def async_client(cache: dict) -> redis.asyncio.Redis:
+    """An asyncio client for the django-redis cache `cache` (its settings entry): the same
+    server, timeouts and pool options, and a ServerIdentity of its own."""
+    url, options = cache["LOCATION"], cache.get("OPTIONS", {})
+    pool = aio.ConnectionPool.from_url(
+        url,
+        connection_class=ASYNC_CONNECTION_CLASSES.get(urlsplit(url).scheme, AsyncGateConnection),
+        server_identity=ServerIdentity(),
+        socket_timeout=options.get("SOCKET_TIMEOUT"),
+        socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
+        **options.get("CONNECTION_POOL_KWARGS", {}),
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 def identity_of(client) -> ServerIdentity:

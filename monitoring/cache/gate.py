@@ -15,16 +15,19 @@ on (restarted from a snapshot, a promoted replica) or that lost the marker (flus
 restarted empty) gets a new generation, audited, before anything is read from it.
 """
 
+import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from redis.exceptions import RedisError
 
 import monitoring.cache.entries as entries
@@ -32,7 +35,7 @@ import monitoring.cache.scripts as scripts
 import monitoring.cache.switch as switch
 from monitoring import events
 from monitoring.cache.breaker import CircuitBreaker
-from monitoring.cache.connection import identity_of
+from monitoring.cache.connection import async_client, identity_of
 from monitoring.cache.entries import Namespace, as_namespace, nonces
 from monitoring.cache.stats import GateStats
 from monitoring.metrics.recorder import PROCESS_ID
@@ -46,6 +49,8 @@ REDIS_FAULTS = (RedisError, OSError)
 # a hit into a miss).
 TOKEN_TTL = 86_400
 ANY_GENERATION = -1
+# What an asynchronous read found (see aget_or_load).
+HIT, MISS, FAULT, UNCHECKED = "hit", "miss", "fault", "unchecked"
 _RESETTING_SETTINGS = {
     "CACHES",
     "REDIS_URL",
@@ -68,6 +73,8 @@ class CacheGate:
         self.switch = switch.view
         self.stats = GateStats()
         self._client = None
+        # One asyncio client per event loop (a connection belongs to the loop that opened it).
+        self._async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._scripts: dict[str, Any] = {}
         self._breaker: CircuitBreaker | None = None
         self._fault_logged = False
@@ -110,6 +117,97 @@ class CacheGate:
                 log.warning("cache: unreadable entry %s, reloading it", names.value)
         self.stats.count(namespace.name, "misses")
         return self._load_and_store(namespace, names, state, tokens, loader, ttl)
+
+    async def aget_or_load(
+        self,
+        namespace: Namespace | str,
+        key: str,
+        loader: Callable[[], T],
+        ttl: int | Callable[[T], int] | None = None,
+        scopes: Iterable[str] | None = None,
+    ) -> T:
+        """`get_or_load` for a caller on the event loop. A hit is one asyncio round trip on
+        the loop, no thread; everything else (caching off, a server or generation to check, a
+        miss and its store) is `get_or_load`'s, in a worker thread; after a Redis fault the
+        loader's alone (one timeout per read, not two)."""
+        namespace = as_namespace(namespace)
+        found, value = await self._read_on_loop(namespace, key, scopes)
+        if found == HIT:
+            return value
+        if found == FAULT:
+            return await _in_worker(loader)
+        if found == MISS:
+            names, state, tokens = value
+            return await _in_worker(self._missed, namespace, names, state, tokens, loader, ttl)
+        return await _in_worker(self.get_or_load, namespace, key, loader, ttl, scopes)
+
+    async def _read_on_loop(self, namespace: Namespace, key: str, scopes) -> tuple[str, Any]:
+        """(HIT, value), (MISS, what the store needs), (FAULT, None), or (UNCHECKED, None)
+        when the read needs what only the threads' path does (a check, a probe, the database)."""
+        state = self._trusted_state_unread()
+        if state is None:
+            return UNCHECKED, None
+        names = self._names(state.generation, namespace, key, scopes)
+        client = self._async_redis()
+        breaker, started, clock = self.breaker, time.perf_counter(), self.breaker.now()
+        try:
+            raw, marker, *tokens = await client.mget(names.value, names.marker, *names.scopes)
+        except REDIS_FAULTS as exc:
+            breaker.record_failure(started_at=clock)
+            self._fault(namespace.name, exc)
+            return FAULT, None
+        finally:
+            self.stats.redis_call(namespace.name, time.perf_counter() - started)
+        breaker.record_success()
+        self._fault_logged = False
+        if not await self._async_trusts(client, marker, state):
+            self.stats.count(namespace.name, "unverified")
+            return UNCHECKED, None
+        if raw is not None:
+            entry = entries.decode(raw)
+            if entry is not None and None not in tokens and entry[0] == tokens:
+                self.stats.count(namespace.name, "hits")
+                return HIT, entry[1]
+        return MISS, (names, state, tokens)
+
+    def _missed(self, namespace: Namespace, names, state, tokens, loader, ttl):
+        self.stats.count(namespace.name, "misses")
+        return self._load_and_store(namespace, names, state, tokens, loader, ttl)
+
+    def _trusted_state_unread(self) -> switch.SwitchState | None:
+        """The switch state when a read may be served without a check (`_cache_state`'s every
+        condition, without its database reads, probes and checks), else None."""
+        state = self.switch.current_unread()
+        if (
+            state is None
+            or not state.enabled
+            or not self._copy_is_fresh()
+            or not self.breaker.allow()
+            or self._owed_bump is not None
+            or self._needs_verify
+            or state.stale_risk
+            or state.marked_generation != state.generation
+        ):
+            return None
+        identity = identity_of(self._redis())
+        if state.server_id != identity.trusted or identity.changed:
+            return None
+        return state
+
+    async def _async_trusts(self, client, marker: bytes | None, state) -> bool:
+        """The entry came from the server the gate verified, under this generation's marker.
+        A connection to any other server is closed (the threads' check decides about it)."""
+        identity = identity_of(client)
+        if identity.trusted != state.server_id:
+            identity.trust(state.server_id)
+        if identity.changed:
+            await client.connection_pool.disconnect()
+            identity.forget_seen()
+            return False
+        if marker != state.marker.encode():
+            self._needs_verify = True
+            return False
+        return True
 
     def refresh(
         self,
@@ -458,6 +556,13 @@ class CacheGate:
             self._client = get_redis_connection("redis")
         return self._client
 
+    def _async_redis(self):
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = self._async_clients[loop] = async_client(settings.CACHES["redis"])
+        return client
+
     def _script(self, name: str):
         script = self._scripts.get(name)
         if script is None:
@@ -517,6 +622,7 @@ class CacheGate:
     def reset(self) -> None:
         """Forget the connection, breaker, switch copy and counters (settings changed; tests)."""
         self._client = None
+        self._async_clients = weakref.WeakKeyDictionary()
         self._scripts = {}
         self._breaker = None
         self._fault_logged = False
@@ -531,6 +637,18 @@ class CacheGate:
     def _on_setting_changed(self, *, setting: str, **kwargs) -> None:
         if setting in _RESETTING_SETTINGS:
             self.reset()
+
+
+async def _in_worker(fn: Callable[..., T], *args) -> T:
+    """`fn(*args)` in a worker thread, whose database connection goes back afterwards."""
+
+    def run() -> T:
+        try:
+            return fn(*args)
+        finally:
+            close_old_connections()
+
+    return await sync_to_async(run, thread_sensitive=False)()
 
 
 def _own_scope(namespace: Namespace, key: str) -> str:

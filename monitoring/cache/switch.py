@@ -117,12 +117,18 @@ class SwitchView:
         self.background = False
 
     def current(self) -> SwitchState:
+        state = self.current_unread()
+        return state if state is not None else self.refresh()
+
+    def current_unread(self) -> SwitchState | None:
+        """What `current()` answers when that needs no database read (else None): what a
+        caller on the event loop may use."""
         state = self._state
         if state is None or (
             not self.background
             and time.monotonic() - self._checked_at >= settings.SWITCH_REFRESH_SECONDS
         ):
-            state = self.refresh()
+            return None
         return state
 
     def refresh(self) -> SwitchState:
