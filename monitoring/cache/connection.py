@@ -256,12 +256,13 @@ def async_client(cache: dict) -> redis.asyncio.Redis:
     url, options = cache["LOCATION"], cache.get("OPTIONS", {})
     pool = aio.ConnectionPool.from_url(
         url,
-        connection_class=ASYNC_CONNECTION_CLASSES.get(urlsplit(url).scheme, AsyncGateConnection),
-        server_identity=ServerIdentity(),
         socket_timeout=options.get("SOCKET_TIMEOUT"),
         socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
         **options.get("CONNECTION_POOL_KWARGS", {}),
     )
+    # Set after parsing: from_url picks the stock class of a unix:// URL over one passed in.
+    pool.connection_class = ASYNC_CONNECTION_CLASSES.get(urlsplit(url).scheme, AsyncGateConnection)
+    pool.connection_kwargs["server_identity"] = ServerIdentity()
     return redis.asyncio.Redis(connection_pool=pool)
 
 

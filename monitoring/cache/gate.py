@@ -131,7 +131,11 @@ class CacheGate:
         miss and its store) is `get_or_load`'s, in a worker thread; after a Redis fault the
         loader's alone (one timeout per read, not two)."""
         namespace = as_namespace(namespace)
-        found, value = await self._read_on_loop(namespace, key, scopes)
+        try:
+            found, value = await self._read_on_loop(namespace, key, scopes)
+        except Exception:  # a bug here must not cost the caller its answer: the threads' path
+            log.exception("cache: the event-loop read failed; reading through a worker thread")
+            found, value = UNCHECKED, None
         if found == HIT:
             return value
         if found == FAULT:

@@ -13,10 +13,12 @@ from django.test import override_settings
 
 from leads.models import WebhookEvent
 from leads.webhooks.deferred import writer
+from monitoring.cache import gate
 from monitoring.metrics.recorder import recorder
 from opsdash.intake_handler import IntakeHandler, by_path
-from tests.conftest import turn_caching
+from tests.conftest import turn_caching, using_redis
 from tests.factories import CALLER, ORG_NUMBER, make_org
+from tests.redis_servers import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,6 +81,26 @@ def test_it_answers_a_warm_initiation_without_a_thread_hop(thread_hops):
     assert json.loads(warm["body"])["dynamic_variables"]["organization_name"] == org.name
     assert thread_hops == []
     assert cold_hops == ["run"]  # the cold context, loaded and stored in one worker call
+
+
+def test_it_answers_warm_over_a_unix_socket_too(thread_hops, tmp_path):
+    """The one-machine default reaches its embedded Redis over a unix socket."""
+    socket_path = tmp_path / "redis.sock"
+    server = RedisServer(args=("--unixsocket", str(socket_path), "--unixsocketperm", "700"))
+    server.start()
+    try:
+        with using_redis(f"unix://{socket_path}?db=0"):
+            turn_caching(True)
+            org = make_org()
+            assert initiation_call()["status"] == 200
+            writer.drain()
+            thread_hops.clear()
+            warm = initiation_call()
+            assert thread_hops == []
+            assert json.loads(warm["body"])["dynamic_variables"]["organization_name"] == org.name
+            assert gate.stats.snapshot()["ctx"]["hits"] == 1
+    finally:
+        server.stop()
 
 
 def test_it_keeps_the_security_headers_and_the_metrics():
