@@ -98,8 +98,11 @@ def run_count(n: int, pool: initiation.Callers, share: int, people, args) -> dic
         ) | {"call_sid_tag": f"scale{n}x"}
         load = processes.run_load(plan)
         pool.consume(load["sent"])
-        cpu = sum(processes.cpu_seconds(pid) for _, pid in children) - sum(cpu_before)
-        load["app_cpu_cores"] = round(cpu / (args.warmup + args.duration), 2)
+        seconds = args.warmup + args.duration
+        used = [processes.cpu_seconds(pid) - cpu_before[i] for i, (_, pid) in enumerate(children)]
+        load["app_cpu_cores"] = round(sum(used) / seconds, 2)
+        # How evenly the load fell on the children (the kernel picks the acceptor with --serve).
+        load["app_cpu_cores_each"] = [round(cpu / seconds, 2) for cpu in used]
         time.sleep(FLUSH_SECONDS + 1.5)
         merged = merged_metrics(ports, names)
         flips = [flip_and_poll(ports, i) for i in range(args.flips)]
