@@ -103,6 +103,11 @@ def add_scale_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--callers", type=int, default=5_000, help="callers warmed (in all)")
     sub.add_argument("--flips", type=int, default=4, help="switch flips timed (off, on, ...)")
     sub.add_argument(
+        "--serve",
+        action="store_true",
+        help="each count as `manage.py serve --processes N` (one shared socket, no balancer)",
+    )
+    sub.add_argument(
         "--channel-redis-url",
         default="redis://127.0.0.1:6379/9",
         help="the children's CHANNEL_REDIS_URL (never flushed)",

@@ -14,15 +14,21 @@ machine's Redis, never flushed), MONITORING_TOKEN and METRICS_FLUSH_SECONDS=1; i
      process's copy; `/api/monitoring/switch` reads the database, so it cannot show
      propagation) until it reports the new state: the time until the last process does.
 The machine has 2 cores: little throughput gain is expected beyond 2 processes.
+
+With `--serve`, each count is `manage.py serve --processes N` instead: one socket shared by its N
+daphne children, no balancer. Steps 2 and 3 then ask the one port (N times, on N connections):
+each answer comes from whichever child accepted that connection.
 """
 
 import http.client
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -75,18 +81,28 @@ def run_count(n: int, pool: initiation.Callers, share: int, people, args) -> dic
     MetricWindow.objects.all().delete()  # the bench database's: only this run's processes
     balancer: dict = {}
     with ExitStack() as stack:
-        children = [stack.enter_context(processes.daphne(child_environment())) for _ in range(n)]
+        if args.serve:
+            front, pids = stack.enter_context(served(n, child_environment()))
+            children = [(front, pid) for pid in pids]
+        else:
+            children = [
+                stack.enter_context(processes.daphne(child_environment())) for _ in range(n)
+            ]
         ports = [port for port, _ in children]
         names = sorted(f"{socket.gethostname()}:{pid}" for _, pid in children)
-        front = stack.enter_context(balancer_process(ports, balancer))
+        if not args.serve:
+            front = stack.enter_context(balancer_process(ports, balancer))
         cpu_before = [processes.cpu_seconds(pid) for _, pid in children]
         plan = initiation.load_plan(
             initiation.CASES[1], front, pool.remaining()[:share], people, args
         ) | {"call_sid_tag": f"scale{n}x"}
         load = processes.run_load(plan)
         pool.consume(load["sent"])
-        cpu = sum(processes.cpu_seconds(pid) for _, pid in children) - sum(cpu_before)
-        load["app_cpu_cores"] = round(cpu / (args.warmup + args.duration), 2)
+        seconds = args.warmup + args.duration
+        used = [processes.cpu_seconds(pid) - cpu_before[i] for i, (_, pid) in enumerate(children)]
+        load["app_cpu_cores"] = round(sum(used) / seconds, 2)
+        # How evenly the load fell on the children (the kernel picks the acceptor with --serve).
+        load["app_cpu_cores_each"] = [round(cpu / seconds, 2) for cpu in used]
         time.sleep(FLUSH_SECONDS + 1.5)
         merged = merged_metrics(ports, names)
         flips = [flip_and_poll(ports, i) for i in range(args.flips)]
@@ -118,6 +134,34 @@ def balancer_process(ports: list[int], summary: dict):
     finally:
         processes.stop(child)
         summary.update(json.loads(child.stdout.read() or "{}"))
+
+
+STARTED = re.compile(r"^worker \d+: daphne pid (\d+) started$", re.MULTILINE)
+
+
+@contextmanager
+def served(n: int, env: dict[str, str]):
+    """`manage.py serve --processes n` on a free port: yields (port, the children's pids) once
+    all n are started and the port answers. Its output (and the children's) goes to a file."""
+    port = processes.free_port()
+    command = [sys.executable, "manage.py", "serve", "--port", str(port), "--processes", str(n)]
+    with tempfile.TemporaryFile() as log:
+        child = subprocess.Popen(
+            command, cwd=processes.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            processes.wait_until_answers(port, child, log)
+            deadline = time.monotonic() + 60
+            while len(pids := started_pids(log)) < n and time.monotonic() < deadline:
+                time.sleep(0.2)
+            yield port, pids
+        finally:
+            processes.stop(child, timeout=30)
+
+
+def started_pids(log) -> list[int]:
+    log.seek(0)
+    return [int(pid) for pid in STARTED.findall(log.read().decode(errors="replace"))]
 
 
 def get(port: int, path: str) -> tuple[int, dict]:
@@ -223,7 +267,8 @@ def build_report(args, people, warmed: dict, results: dict) -> dict:
         "scenario": "scale",
         "settings": {k: getattr(args, k) for k in ("connections", "warmup", "duration", "flips")}
         | {"channel_redis_url": args.channel_redis_url, "metrics_flush_seconds": FLUSH_SECONDS}
-        | {"switch_refresh_seconds": switch_refresh(), "cores": os.cpu_count()},
+        | {"switch_refresh_seconds": switch_refresh(), "cores": os.cpu_count()}
+        | {"front": "serve --processes N" if args.serve else "balancer"},
         "population": {"rows": people.rows, "seed_seconds": people.seconds},
         "warmed": warmed,
         "counts": results,
@@ -241,7 +286,7 @@ def switch_refresh() -> float:
 def print_report(report: dict) -> None:
     s = report["settings"]
     print(
-        f"\nscale: {s['connections']} connections through the balancer, {s['warmup']} s warm-up"
+        f"\nscale: {s['connections']} connections through the {s['front']}, {s['warmup']} s warm-up"
         f" + {s['duration']} s per count; {s['cores']} cores;"
         f" SWITCH_REFRESH_SECONDS {s['switch_refresh_seconds']}"
     )

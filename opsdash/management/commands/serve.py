@@ -1,13 +1,20 @@
 """Start opsdash the one-command way: migrate, make sure someone can log in, start a private
-redis-server when no REDIS_URL is configured, then serve the ASGI app with daphne."""
+redis-server when no REDIS_URL is configured, then serve the ASGI app with N daphne processes
+sharing one listening socket, each restarted when it dies, until interrupted.
+
+Everything but serving happens once, here in the parent; the children get what they need
+through their environment."""
 
 import json
+import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -19,6 +26,16 @@ from opsdash import checks
 from opsdash.settings import environment_with
 
 ADMIN_USERNAME = "admin"
+LISTEN_BACKLOG = 1024
+# A child that dies sooner than this after its start counts as a crash loop: the wait before
+# the next start doubles (from RESTART_DELAY up to RESTART_DELAY_MAX) until one lives longer.
+STABLE_SECONDS = 10.0
+RESTART_DELAY = 0.5
+RESTART_DELAY_MAX = 15.0
+STOP_TIMEOUT = 15.0
+POLL_SECONDS = 0.2
+# The channel layer's database on the embedded redis-server: apart from the cache's keys.
+EMBEDDED_CHANNEL_DB = 1
 
 
 def secrets_in_settings() -> dict[str, str]:
@@ -45,20 +62,99 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The one socket every daphne child accepts on (bound here, so that none has to). IPv4
+    only: daphne adopts a passed socket as IPv4 (an IPv6 one would garble client addresses)."""
+    try:
+        address = socket.getaddrinfo(
+            host, port, socket.AF_INET, socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0][4]
+    except socket.gaierror as exc:
+        raise CommandError(
+            f"cannot listen on {host!r}: serve needs an IPv4 address or a name that has one "
+            "(for IPv6, run daphne yourself: docs/DEPLOYMENT.md)"
+        ) from exc
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    listener.listen(LISTEN_BACKLOG)
+    return listener
+
+
+def daphne_command(listener: socket.socket) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "--fd",
+        str(listener.fileno()),
+        "opsdash.asgi:application",
+    ]
+
+
+def channel_layer_plan(processes: int, extra_env: dict[str, str]) -> tuple[int, str]:
+    """How many processes to start, and what to say about their channel layer. Several
+    processes need one shared layer (the in-memory one reaches its own process only): the
+    configured CHANNEL_REDIS_URL, else a database of the embedded redis-server (added to
+    `extra_env`); without either, one process."""
+    if processes == 1:
+        return 1, ""
+    if settings.CHANNEL_REDIS_URL:
+        return processes, "channels: Redis channel layer (CHANNEL_REDIS_URL), shared"
+    if extra_env.get("REDIS_EMBEDDED") == "true" and extra_env.get("REDIS_URL"):
+        extra_env["CHANNEL_REDIS_URL"] = f"{extra_env['REDIS_URL']}?db={EMBEDDED_CHANNEL_DB}"
+        return processes, (
+            f"channels: Redis channel layer on the embedded redis-server (db "
+            f"{EMBEDDED_CHANNEL_DB}), shared"
+        )
+    return 1, (
+        f"channels: {processes} processes need a shared channel layer (CHANNEL_REDIS_URL, or "
+        "the embedded redis-server) and there is none: serving with 1 process"
+    )
+
+
+def restart_delay(failures: int) -> float:
+    return min(RESTART_DELAY * 2 ** max(failures - 1, 0), RESTART_DELAY_MAX)
+
+
+@dataclass
+class Worker:
+    """One daphne child's slot: the process in it now, and when to start the next one."""
+
+    number: int
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+
+
 class Command(BaseCommand):
     help = (
         "Apply migrations, create a first superuser (embedded mode), start a private redis-server "
-        "when REDIS_URL is unset, and serve the app with daphne until interrupted."
+        "when REDIS_URL is unset, and serve the app with N daphne processes on one socket "
+        "(restarted when they die) until interrupted."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=os.cpu_count() or 1,
+            help="daphne processes sharing the port (default: the number of cores)",
+        )
+        parser.add_argument(
             "--no-redis", action="store_true", help="do not start a private redis-server"
         )
 
-    def handle(self, *args, host: str, port: int, no_redis: bool, **options):
+    def handle(self, *args, host: str, port: int, processes: int, no_redis: bool, **options):
+        if processes < 1:
+            raise CommandError("--processes must be at least 1")
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("database: migrations applied")
         extra_env: dict[str, str] = {}
@@ -73,18 +169,24 @@ class Command(BaseCommand):
             self.stdout.write("redis: using REDIS_URL")
         elif no_redis:
             self.stdout.write("redis: none (--no-redis); caching is off")
-            extra_env = {"REDIS_EMBEDDED": "false"}
+            extra_env["REDIS_EMBEDDED"] = "false"
         else:
             redis, url = self._start_embedded_redis()
             if url:
-                extra_env = {"REDIS_URL": url, "REDIS_EMBEDDED": "true"}
+                extra_env.update(REDIS_URL=url, REDIS_EMBEDDED="true")
         try:
-            self._serve(host, port, extra_env)
+            self._serve(host, port, self._processes(processes, extra_env), extra_env)
         finally:
             if redis is not None:
                 redis.terminate()
                 redis.wait(timeout=10)
                 settings.REDIS_EMBEDDED_SOCKET.unlink(missing_ok=True)
+
+    def _processes(self, asked: int, extra_env: dict[str, str]) -> int:
+        processes, said = channel_layer_plan(asked, extra_env)
+        if said:
+            self.stdout.write(self.style.WARNING(said) if processes < asked else said)
+        return processes
 
     def _ensure_local_secrets(self) -> dict[str, str]:
         """This install's webhook secrets (random, made on the first start, kept in var/ for
@@ -167,28 +269,83 @@ class Command(BaseCommand):
         self.stdout.write(f"redis: embedded redis-server (pid {process.pid}) on {socket_path.name}")
         return process, f"unix://{socket_path}"
 
-    def _serve(self, host: str, port: int, extra_env: dict[str, str]) -> None:
-        self.stdout.write(f"serving on http://{host}:{port}/  (Ctrl-C stops)")
-        daphne = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                host,
-                "-p",
-                str(port),
-                "opsdash.asgi:application",
-            ],
-            env=environment_with(**extra_env),
+    def _serve(self, host: str, port: int, processes: int, extra_env: dict[str, str]) -> None:
+        listener = listening_socket(host, port)
+        bound = listener.getsockname()[1]
+        self.stdout.write(
+            f"serving on http://{host}:{bound}/ with {processes} daphne process(es) (Ctrl-C stops)"
         )
+        command = daphne_command(listener)
+        environment = environment_with(**extra_env)
+        workers = [Worker(number) for number in range(1, processes + 1)]
+        stop_signal: list[int] = []
 
-        def forward(signum, frame):
-            daphne.send_signal(signum)
+        def stop(signum, frame):
+            stop_signal.append(signum)
 
-        signal.signal(signal.SIGTERM, forward)
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            daphne.wait()
-        except KeyboardInterrupt:
-            daphne.send_signal(signal.SIGINT)
-            daphne.wait(timeout=15)
+            while not stop_signal:
+                for worker in workers:
+                    self._tend(worker, command, listener, environment)
+                time.sleep(POLL_SECONDS)
+            self._stop_all(workers, stop_signal[0])
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            listener.close()
+
+    def _tend(self, worker: Worker, command, listener, environment) -> None:
+        """Start the slot's child when it is due; notice when it died and plan its restart."""
+        now = time.monotonic()
+        if worker.process is None:
+            if now >= worker.restart_at:
+                self._start(worker, command, listener, environment)
+            return
+        code = worker.process.poll()
+        if code is None:
+            return
+        lived = now - worker.started_at
+        worker.failures = 1 if lived >= STABLE_SECONDS else worker.failures + 1
+        delay = restart_delay(worker.failures)
+        worker.restart_at = now + delay
+        self.stdout.write(
+            self.style.WARNING(
+                f"worker {worker.number}: daphne pid {worker.process.pid} exited "
+                f"({describe_exit(code)}) after {lived:.1f} s; restarting in {delay:.1f} s"
+            )
+        )
+        worker.process = None
+
+    def _start(self, worker: Worker, command, listener, environment) -> None:
+        worker.process = subprocess.Popen(
+            command,
+            env=environment,
+            pass_fds=(listener.fileno(),),
+            # Its own process group: a Ctrl-C reaches the children once, forwarded from here.
+            process_group=0,
+        )
+        worker.started_at = time.monotonic()
+        self.stdout.write(f"worker {worker.number}: daphne pid {worker.process.pid} started")
+
+    def _stop_all(self, workers: list[Worker], signum: int) -> None:
+        """Pass the signal on to every child (daphne then stops gracefully); kill any that has
+        not exited within STOP_TIMEOUT."""
+        running = [w.process for w in workers if w.process is not None]
+        self.stdout.write(f"stopping {len(running)} daphne process(es)")
+        for process in running:
+            process.send_signal(signum)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for process in running:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                self.stdout.write(self.style.WARNING(f"daphne pid {process.pid} killed"))
+                process.kill()
+                process.wait()
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"code {code}"
