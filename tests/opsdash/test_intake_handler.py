@@ -48,7 +48,14 @@ def post(path: str, payload: dict, headers: dict | None = None) -> dict:
     sent = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     sent += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     communicator = HttpCommunicator(IntakeHandler(), "POST", path, body=body, headers=sent)
-    return async_to_sync(communicator.get_response)(timeout=10)
+
+    async def answer_then_release() -> dict:
+        response = await communicator.get_response(timeout=10)
+        # The handler releases the request after the answer is sent; the server lets it finish.
+        await communicator.wait(timeout=10)
+        return response
+
+    return async_to_sync(answer_then_release)()
 
 
 def initiation_call() -> dict:
