@@ -165,8 +165,41 @@ class AlertTransition(models.Model):
         return f"{self.alert.rule}: {self.from_state or '-'} -> {self.to_state}"
 
 
+class Notification(models.Model):
+    """The outbox: one message to one channel about an alert transition, written by the
+    evaluator and sent by the delivery worker (monitoring.alerts.delivery), retried with backoff
+    until it is sent or given up on."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        # Given up: the channel refused for good, or every attempt failed.
+        FAILED = "failed"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.CharField(max_length=16)
+    event = models.CharField(max_length=16)
+    # The transition's value, as it was when the message was written.
+    value = models.FloatField(null=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    due_at = models.DateTimeField()
+    # A worker that took the row sends it until then; after that another may (it died).
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "due_at"], name="notification_due")]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.event} of alert {self.alert_id}: {self.status}"
+
+
 class NotificationDelivery(models.Model):
-    """One attempt to tell a channel about an alert transition."""
+    """One attempt to tell a channel about an alert transition (or a test message)."""
 
     class Status(models.TextChoices):
         SENT = "sent"
@@ -175,6 +208,9 @@ class NotificationDelivery(models.Model):
         REJECTED = "rejected"
 
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, null=True, related_name="deliveries")
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, null=True, related_name="deliveries"
+    )
     channel = models.CharField(max_length=16)
     event = models.CharField(max_length=16)
     attempt = models.PositiveSmallIntegerField()

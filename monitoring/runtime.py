@@ -1,6 +1,8 @@
-"""What a served app runs beside its requests: the switch refresher, the metrics flusher and
-(where REDIS_MONITORING_ENABLED) an alert evaluator that runs only while it holds the lease.
-Started once per process by opsdash.asgi."""
+"""What runs beside the requests: the switch refresher, the metrics flusher and, where
+monitoring runs, the alert evaluator (active only while it holds the lease) and the
+notification worker. An app process starts them once (opsdash.asgi, `start`); `manage.py
+monitor` starts the same set without the app (`start_monitor`), so its Redis samples reach the
+charts and it sees every flip of the switch."""
 
 import atexit
 import logging
@@ -10,40 +12,56 @@ from urllib.parse import unquote, urlsplit
 from django.conf import settings
 from django.db import DatabaseError
 
+from monitoring.alerts.delivery import DeliveryWorker
 from monitoring.alerts.evaluator import Evaluator
 from monitoring.cache import switch
 from monitoring.metrics.store import Flusher, flush
 
 log = logging.getLogger(__name__)
 _started = threading.Lock()
-_refresher: switch.SwitchRefresher | None = None
+# The background threads of this process, in the order they started.
+_running: list = []
 
 
 def start() -> None:
-    global _refresher
+    """An app process: monitoring too unless MONITORING_IN_APP=false gives it to `monitor`."""
     if not _started.acquire(blocking=False):
         return
+    state = _start_background(monitoring=settings.MONITORING_IN_APP)
+    log.warning("opsdash started: %s", describe_setup(state))
+
+
+def start_monitor() -> None:
+    """`manage.py monitor`: the same background, with monitoring whatever MONITORING_IN_APP."""
+    if not _started.acquire(blocking=False):
+        return
+    _start_background(monitoring=True)
+
+
+def _start_background(monitoring: bool) -> switch.SwitchState | None:
     try:
         state = switch.view.refresh()
     except DatabaseError:
         log.error("start-up: database unreachable; the switch will be read once it answers")
         state = None
-    _refresher = switch.SwitchRefresher(switch.view)
-    _refresher.start()
-    Flusher().start()
-    evaluator = Evaluator() if settings.REDIS_MONITORING_ENABLED else None
-    if evaluator is not None:
-        evaluator.start()
-    atexit.register(_on_exit, evaluator)
-    log.warning("opsdash started: %s", describe_setup(state))
+    workers = [switch.SwitchRefresher(switch.view), Flusher()]
+    if monitoring and settings.REDIS_MONITORING_ENABLED:
+        workers += [Evaluator(), DeliveryWorker()]
+    for worker in workers:
+        worker.start()
+    _running[:] = workers
+    atexit.register(stop)
+    return state
 
 
-def _on_exit(evaluator: Evaluator | None) -> None:
-    """Write the last window, and hand the evaluator lease over at once, not after it lapses."""
+def stop() -> None:
+    """Stop the background, write the last window, and hand the evaluator lease over at once
+    (not after it lapses)."""
+    workers, _running[:] = list(_running), []
+    for worker in workers:
+        worker.stop()
     try:
         flush()
-        if evaluator is not None:
-            evaluator.stop()
     except DatabaseError:
         log.warning("exit: database unreachable; last metrics window lost")
 
@@ -51,7 +69,18 @@ def _on_exit(evaluator: Evaluator | None) -> None:
 def describe_setup(state: switch.SwitchState | None) -> str:
     database = "PostgreSQL (psycopg pool)" if settings.DATABASE_IS_POSTGRES else "SQLite"
     layer = "Redis (channels_redis)" if settings.CHANNEL_REDIS_URL else "in-memory (one process)"
-    return f"database: {database}; channel layer: {layer}; cache: {describe_cache(state)}"
+    return (
+        f"database: {database}; channel layer: {layer}; cache: {describe_cache(state)}; "
+        f"monitoring: {describe_monitoring()}"
+    )
+
+
+def describe_monitoring() -> str:
+    if not settings.REDIS_MONITORING_ENABLED:
+        return "off (REDIS_MONITORING_ENABLED=false)"
+    if not settings.MONITORING_IN_APP:
+        return "in `manage.py monitor` (MONITORING_IN_APP=false)"
+    return "in the app (evaluator on a lease, notification worker)"
 
 
 def describe_cache(state: switch.SwitchState | None) -> str:

@@ -329,7 +329,11 @@ METRICS_ENABLED = _strict_bool("METRICS_ENABLED", default=True)
 METRICS_NOT_TRAFFIC = ["monitoring_api"]
 METRICS_FLUSH_SECONDS = _positive_float("METRICS_FLUSH_SECONDS", default=5.0)
 METRICS_RETENTION_HOURS = env.int("METRICS_RETENTION_HOURS", default=24)
+# false: no alert evaluation anywhere in the deployment (the app and `manage.py monitor` alike).
 REDIS_MONITORING_ENABLED = _strict_bool("REDIS_MONITORING_ENABLED", default=True)
+# false: the app processes run no evaluator and no notification worker, because a
+# `manage.py monitor` process runs them (its own setting, so one environment serves both).
+MONITORING_IN_APP = _strict_bool("MONITORING_IN_APP", default=True)
 MONITORING_EVALUATE_SECONDS = _positive_float("MONITORING_EVALUATE_SECONDS", default=2.0)
 MONITORING_LEASE_SECONDS = _positive_float("MONITORING_LEASE_SECONDS", default=6.0)
 # Bearer token for the monitoring API and /metrics (staff sessions work too); unset: staff only.
@@ -337,7 +341,10 @@ MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
 REDIS_ALERT_WEBHOOK_URL = env.str("REDIS_ALERT_WEBHOOK_URL", default="")
 ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
 NOTIFICATION_TIMEOUT = _positive_float("NOTIFICATION_TIMEOUT", default=5.0)
-NOTIFICATION_RETRIES = env.int("NOTIFICATION_RETRIES", default=3)
+# Attempts per message; between them a delay that starts at the backoff and doubles (cap 5 min).
+NOTIFICATION_RETRIES = env.int("NOTIFICATION_RETRIES", default=6)
+NOTIFICATION_BACKOFF_SECONDS = _positive_float("NOTIFICATION_BACKOFF_SECONDS", default=5.0)
+NOTIFICATION_POLL_SECONDS = _positive_float("NOTIFICATION_POLL_SECONDS", default=1.0)
 # Alert thresholds (defaults from the rollout runbook); "for" durations in seconds.
 ALERT_HIT_RATE_CRITICAL = env.float("ALERT_HIT_RATE_CRITICAL", default=0.30)
 ALERT_HIT_RATE_WARNING = env.float("ALERT_HIT_RATE_WARNING", default=0.60)

@@ -1,11 +1,13 @@
 """The alert lifecycle: pending (condition seen, waiting its `for` duration) -> firing ->
-resolved, one open alert per rule, every transition kept with the value that caused it."""
+resolved, one open alert per rule, every transition kept with the value that caused it and,
+in the same transaction, the notifications it owes (monitoring.alerts.notify)."""
 
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
+from monitoring.alerts import notify
 from monitoring.alerts.rules import Rule, Sample
 from monitoring.models import Alert, AlertTransition
 
@@ -96,7 +98,11 @@ def _move(alert: Alert, before: str, after: str, value, now, note: str = "") -> 
     AlertTransition.objects.create(
         alert=alert, at=now, from_state=before, to_state=after, value=value, note=note
     )
-    return Transition(alert, before, after, value)
+    transition = Transition(alert, before, after, value)
+    if transition.notifies:
+        event = "firing" if after == Alert.State.FIRING else "resolved"
+        notify.enqueue(alert, event, value, now)
+    return transition
 
 
 def acknowledge(alert_id: int, who: str, note: str, now: datetime) -> Alert:

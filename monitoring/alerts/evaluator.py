@@ -1,6 +1,6 @@
 """The evaluator: one per deployment (a lease), every few seconds it samples Redis, reads the
-deployment's figures, evaluates the rules, keeps the transitions, notifies, and pushes a
-snapshot to the dashboards."""
+deployment's figures, evaluates the rules, keeps the transitions (with the notifications they
+owe, which the delivery worker sends), and pushes a snapshot to the dashboards."""
 
 import logging
 import threading
@@ -10,7 +10,7 @@ from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from monitoring import events
-from monitoring.alerts import engine, lease, notify
+from monitoring.alerts import engine, lease
 from monitoring.alerts.rules import Sample, default_rules
 from monitoring.cache import gate, writers
 from monitoring.metrics import store
@@ -43,7 +43,6 @@ def evaluate_once(now=None) -> tuple[Sample, list[engine.Transition]]:
         store.note_server_sample(server_point(sample.redis, now))
     for transition in transitions:
         events.publish("alert.transition", transition_event(transition))
-        notify.notify_transition(transition)
     events.publish("monitoring.snapshot", snapshot(sample.minute, sample.redis))
     return sample, transitions
 
@@ -115,6 +114,8 @@ class Evaluator(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(settings.MONITORING_LEASE_SECONDS)  # a round in progress would renew it
         try:
             lease.release(LEASE, self.holder)
         except DatabaseError:

@@ -1,65 +1,53 @@
-"""Telling people: each transition that matters goes to every configured channel, with
-bounded retries and one delivery row per attempt; a permanent error stops that channel."""
+"""Telling people, first half: each transition that matters becomes one outbox row per
+configured channel, written in the transition's own transaction (monitoring.alerts.engine), so
+no alert is told twice or lost and the evaluator never waits on a transport. The delivery
+worker (monitoring.alerts.delivery) sends them."""
 
-import logging
-import time
+from datetime import datetime
 
 from django.conf import settings
+from django.urls import reverse
 
-from monitoring.alerts.engine import Transition
-from monitoring.alerts.transports import Transport, TransportError, configured_transports
-from monitoring.models import Alert, NotificationDelivery
-
-log = logging.getLogger(__name__)
-RETRY_DELAYS = (0.5, 2.0, 5.0)
+from monitoring.alerts.transports import TransportError, configured_transports
+from monitoring.models import Alert, Notification, NotificationDelivery
 
 
-def notify_transition(transition: Transition, transports: list[Transport] | None = None) -> None:
-    if not transition.notifies:
-        return
-    event = "firing" if transition.to_state == Alert.State.FIRING else "resolved"
-    context = {
-        "alert": transition.alert,
+def enqueue(alert: Alert, event: str, value: float | None, now: datetime) -> list[Notification]:
+    """The outbox rows of one told transition ("firing" or "resolved"), due at once."""
+    rows = [
+        Notification(alert=alert, channel=t.name, event=event, value=value, due_at=now)
+        for t in configured_transports()
+    ]
+    return Notification.objects.bulk_create(rows)
+
+
+def message_context(alert: Alert | None, event: str, value: float | None = None) -> dict:
+    """What the message templates show; every alert message links to that alert's page."""
+    if alert is None:
+        return {"event": event}
+    path = reverse("dashboard:alert-detail", args=[alert.pk])
+    return {
+        "alert": alert,
         "event": event,
-        "value": transition.value,
-        "dashboard_url": f"{settings.PUBLIC_BASE_URL}/dashboard/alerts/",
+        "value": value,
+        "dashboard_url": f"{settings.PUBLIC_BASE_URL}{path}",
     }
-    for transport in configured_transports() if transports is None else transports:
-        deliver(transport, context, transition.alert, event)
 
 
 def send_test_notification() -> dict[str, str]:
-    """Send a test message through every configured channel; the outcome per channel."""
-    return {
-        transport.name: deliver(transport, {"event": "test"}, None, "test")
-        for transport in configured_transports()
-    }
-
-
-def deliver(transport: Transport, context: dict, alert: Alert | None, event: str) -> str:
-    attempts = max(1, settings.NOTIFICATION_RETRIES)
-    for attempt in range(1, attempts + 1):
+    """One test message through every configured channel, now (an operator waits for the
+    answer): the outcome per channel, each attempt kept as a delivery row."""
+    outcomes = {}
+    for transport in configured_transports():
         try:
-            transport.notify(context)
+            transport.notify(message_context(None, "test"))
         except TransportError as exc:
-            status = NotificationDelivery.Status.REJECTED if exc.permanent else "failed"
-            _log(alert, transport, event, attempt, status, str(exc))
-            if exc.permanent or attempt == attempts:
-                log.warning("%s notification %s: %s", transport.name, status, exc)
-                return status
-            time.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS)) - 1])
+            status = "rejected" if exc.permanent else "failed"
+            error = str(exc)
         else:
-            _log(alert, transport, event, attempt, NotificationDelivery.Status.SENT, "")
-            return NotificationDelivery.Status.SENT
-    return NotificationDelivery.Status.FAILED
-
-
-def _log(alert, transport, event, attempt, status, error) -> None:
-    NotificationDelivery.objects.create(
-        alert=alert,
-        channel=transport.name,
-        event=event,
-        attempt=attempt,
-        status=status,
-        error=error[:500],
-    )
+            status, error = "sent", ""
+        NotificationDelivery.objects.create(
+            channel=transport.name, event="test", attempt=1, status=status, error=error[:500]
+        )
+        outcomes[transport.name] = status
+    return outcomes

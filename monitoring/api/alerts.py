@@ -25,7 +25,7 @@ def filtered_alerts(state: str, severity: str = "", since: datetime | None = Non
         raise ValueError(f"state must be one of {', '.join(STATES)}")
     if severity and severity not in Alert.Severity.values:
         raise ValueError(f"severity must be one of {', '.join(Alert.Severity.values)}")
-    alerts = Alert.objects.prefetch_related("transitions", "deliveries")
+    alerts = Alert.objects.prefetch_related("transitions", "deliveries", "notifications")
     if STATES[state] is not None:
         alerts = alerts.filter(state__in=STATES[state])
     if severity:
@@ -84,6 +84,19 @@ def alert_dict(alert: Alert) -> dict:
                 "error": d.error,
             }
             for d in alert.deliveries.all()
+        ],
+        # The outbox: one message per channel and told transition, with where its sending is.
+        "messages": [
+            {
+                "channel": n.channel,
+                "event": n.event,
+                "status": n.status,
+                "attempts": n.attempts,
+                "due_at": _iso(n.due_at),
+                "finished_at": _iso(n.finished_at),
+                "last_error": n.last_error,
+            }
+            for n in alert.notifications.all()
         ],
     }
 

@@ -9,7 +9,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from monitoring import events
-from monitoring.alerts import lease
+from monitoring.alerts import delivery, lease
 from monitoring.alerts.evaluator import LEASE
 from monitoring.cache import gate, switch
 from monitoring.runtime import masked_url
@@ -100,6 +100,29 @@ def check_evaluator() -> dict:
     return {"status": "pass", "observed": observed}
 
 
+# A row due this long without an attempt means no notification worker is running.
+OVERDUE_SECONDS = 60
+
+
+def check_notifications() -> dict:
+    """Whether alerts reach people: a channel whose last message was given up on, or messages
+    left waiting, are an incident for the people watching (nobody would be paged)."""
+    try:
+        channels = delivery.channel_health()
+        overdue = delivery.overdue(OVERDUE_SECONDS)
+    except DatabaseError:
+        return {"status": "warn", "error": "unknown (database unreachable)"}
+    observed = {
+        "channels": [
+            {**c, "last_at": c["last_at"].isoformat() if c["last_at"] else None} for c in channels
+        ],
+        "overdue": overdue,
+    }
+    if overdue or any(c["failing"] for c in channels):
+        return {"status": "warn", "incident": True, "observed": observed}
+    return {"status": "pass", "observed": observed}
+
+
 def full_health() -> dict:
     state = switch_state()
     layer = events.layer_health()
@@ -110,6 +133,7 @@ def full_health() -> dict:
         "breaker": check_breaker(),
         "channel_layer": {"status": layer.pop("status"), "observed": layer},
         "evaluator": check_evaluator(),
+        "notifications": check_notifications(),
     }
     return document(checks)
 

@@ -16,6 +16,7 @@ TILES = [
     ("breaker", "Breaker"),
     ("channel_layer", "Channel layer"),
     ("evaluator", "Evaluator"),
+    ("notifications", "Notifications"),
 ]
 # The overview's charts: (id, title, unit, the names of its series). The page's script knows
 # which figures each draws.
@@ -144,6 +145,18 @@ def _evaluator(observed: dict) -> str:
     return f"held by {observed.get('holder')}"
 
 
+def _notifications(observed: dict) -> str:
+    failing = [c for c in observed.get("channels", []) if c["failing"]]
+    if failing:
+        return "; ".join(f"{c['channel']} failing: {c['last_error']}" for c in failing)
+    if observed.get("overdue"):
+        return f"{observed['overdue']} waiting over a minute: is a notification worker running?"
+    channels = observed.get("channels", [])
+    if not channels:
+        return "nothing sent yet"
+    return "; ".join(f"{c['channel']}: {c['last_status'] or 'waiting'}" for c in channels)
+
+
 DETAILS = {
     "database": _database,
     "redis": _redis,
@@ -151,6 +164,7 @@ DETAILS = {
     "breaker": _breaker,
     "channel_layer": _channel_layer,
     "evaluator": _evaluator,
+    "notifications": _notifications,
 }
 
 

@@ -82,7 +82,7 @@ def alert_list(request: HttpRequest) -> HttpResponse:
 @staff_required
 def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = get_object_or_404(
-        Alert.objects.prefetch_related("transitions", "deliveries"), pk=alert_id
+        Alert.objects.prefetch_related("transitions", "deliveries", "notifications"), pk=alert_id
     )
     return render(request, "monitoring/dashboard/alert_detail.html", {"alert": alert})
 

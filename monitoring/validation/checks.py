@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from monitoring.alerts import lease
+from monitoring.alerts import delivery, lease
 from monitoring.alerts.evaluator import LEASE as EVALUATOR_LEASE
 from monitoring.alerts.transports import configured_transports
 from monitoring.cache import gate, switch
@@ -213,6 +213,11 @@ def evaluator(context: ValidationContext):
     if not settings.REDIS_MONITORING_ENABLED:
         return warned("REDIS_MONITORING_ENABLED=false: no evaluator runs, so no alert can fire")
     held = lease.current(EVALUATOR_LEASE)
+    if held is None and not settings.MONITORING_IN_APP:
+        return failed(
+            "no evaluator holds the lease: MONITORING_IN_APP=false leaves monitoring to "
+            "`manage.py monitor`, and none runs on this database, so no alert would fire"
+        )
     if held is None:
         return failed(
             "no evaluator holds the lease: no app process (or `manage.py monitor`) runs on this "
@@ -229,5 +234,10 @@ def notifications(context: ValidationContext):
         return warned(
             "no notification channel (REDIS_ALERT_WEBHOOK_URL, ALERT_EMAILS): alerts show on "
             "the dashboard only"
+        )
+    failing = [c for c in delivery.channel_health() if c["failing"]]
+    if failing:
+        return failed(
+            "; ".join(f"{c['channel']}: last message given up ({c['last_error']})" for c in failing)
         )
     return passed(f"alerts notify: {', '.join(names)}")

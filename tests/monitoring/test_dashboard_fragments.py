@@ -25,8 +25,9 @@ pytestmark = pytest.mark.django_db
 FRAGMENTS = ["health", "switch", "switch-badge", "alerts"]
 # Each fragment's queries: the session and the user (2), then what it shows.
 QUERIES = {
-    # the database check, the switch (its row), the evaluator's lease
-    "health": 2 + 3,
+    # the database check, the switch (its row), the evaluator's lease, the overdue notifications
+    # (with no channel configured, no per-channel query)
+    "health": 2 + 4,
     # the switch row; the permission check (the user's and their groups' permissions)
     "switch": 2 + 1 + 2,
     "switch-badge": 2 + 1,

@@ -18,11 +18,11 @@ from django.test import override_settings
 from django.utils import timezone
 
 from monitoring import events
-from monitoring.alerts import engine, evaluator, lease
+from monitoring.alerts import delivery, engine, evaluator, lease
 from monitoring.alerts.evaluator import LEASE, Evaluator
 from monitoring.alerts.rules import Rule, Sample
 from monitoring.cache import switch
-from monitoring.models import Alert, AlertTransition, Lease, NotificationDelivery
+from monitoring.models import Alert, AlertTransition, Lease, Notification, NotificationDelivery
 from tests.conftest import using_redis
 from tests.monitoring.evaluator_support import SlackCatcher, evaluator_environment, wait_for
 from tests.monitoring.test_switch import ROOT, UNREACHABLE_REDIS
@@ -328,6 +328,12 @@ def test_it_notifies_once_when_two_evaluator_processes_race(slack_catcher):
         ("", "pending"),
         ("pending", "firing"),
     ]
+    # Exactly one message was written (with the firing transition); the worker sends it.
+    assert list(Notification.objects.values_list("channel", "event", "status")) == [
+        ("slack", "firing", "pending")
+    ]
+    with override_settings(REDIS_ALERT_WEBHOOK_URL=slack_catcher.url):
+        assert delivery.deliver_due() == 1
     assert len(slack_catcher.posts) == 1
     [post] = slack_catcher.posts
     assert post["path"] == "/services/T000/B000/XXXX"

@@ -29,7 +29,15 @@ from tests.redis_servers import free_port, redis_server_binary
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HEALTH_JSON = "application/health+json"
-COMPONENTS = {"database", "redis", "switch", "breaker", "channel_layer", "evaluator"}
+COMPONENTS = {
+    "database",
+    "redis",
+    "switch",
+    "breaker",
+    "channel_layer",
+    "evaluator",
+    "notifications",
+}
 PASSWORD = "s3cret-pass"
 
 
@@ -259,6 +267,7 @@ def test_it_is_not_ready_while_the_database_is_unreachable():
         "breaker": "pass",
         "channel_layer": "pass",
         "evaluator": "warn",
+        "notifications": "warn",
     }
     assert live.status_code == 200
     # And the database is back for what follows.

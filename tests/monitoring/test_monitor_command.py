@@ -1,9 +1,12 @@
 """`manage.py monitor`: one round with --once, waiting on another evaluator's lease, refusing to
-run when monitoring is off, and the long-running loop stopped by SIGTERM (lease released)."""
+run when monitoring is off, the long-running loop stopped by SIGTERM (lease released), and the
+complete monitoring process: it sends its alerts' notifications, sees a flip made elsewhere,
+and writes its Redis samples to the metric windows, while the app processes leave it to it."""
 
 import signal
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from io import StringIO
 
@@ -12,12 +15,13 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
+from monitoring import runtime
 from monitoring.alerts.evaluator import LEASE
-from monitoring.cache import switch
+from monitoring.cache import controls, switch
 from monitoring.metrics.recorder import PROCESS_ID
-from monitoring.models import Alert, Lease
+from monitoring.models import Alert, Lease, MetricWindow, Notification
 from tests.conftest import using_redis
-from tests.monitoring.evaluator_support import evaluator_environment, wait_for
+from tests.monitoring.evaluator_support import SlackCatcher, evaluator_environment, wait_for
 from tests.monitoring.test_switch import ROOT, UNREACHABLE_REDIS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -130,3 +134,96 @@ def test_it_runs_until_sigterm_and_then_releases_the_lease():
     assert Lease.objects.count() == 0
     alert = Alert.objects.get()
     assert (alert.rule, alert.state) == ("redis_connection_lost", "firing")
+
+
+def test_it_sends_what_is_due_in_its_once_round():
+    with override_settings(REDIS_ALERT_WEBHOOK_URL="http://127.0.0.1:9/unanswered"):
+        assert monitor("--once") == "evaluated\n1 notification attempted\n"
+    [message] = Notification.objects.all()
+    assert (message.channel, message.status, message.attempts) == ("slack", "pending", 1)
+    assert message.last_error.startswith("no answer: ")
+
+
+@pytest.fixture
+def slack_catcher():
+    server = SlackCatcher()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_it_is_a_complete_monitoring_process(slack_catcher):
+    switch.read_state()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "monitor"],
+        cwd=ROOT,
+        env=evaluator_environment(
+            # The app processes' setting: it leaves monitoring to this process.
+            MONITORING_IN_APP="false",
+            MONITORING_EVALUATE_SECONDS="0.1",
+            NOTIFICATION_POLL_SECONDS="0.1",
+            METRICS_FLUSH_SECONDS="0.2",
+            SWITCH_REFRESH_SECONDS="0.2",
+            REDIS_ALERT_WEBHOOK_URL=slack_catcher.url,
+            PUBLIC_BASE_URL="https://ops.example.com",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline().startswith("evaluator ")
+        wait_for(lambda: slack_catcher.posts, process=process)
+        alert = Alert.objects.get()
+        fired = slack_catcher.posts[0]["payload"]["text"]
+        assert fired.startswith(":red_circle: CRITICAL Redis connection lost\n")
+        assert fired.endswith(f"\nhttps://ops.example.com/dashboard/alerts/{alert.id}/")
+        # Caching turned off elsewhere: the monitor's switch view follows, the alert resolves.
+        controls.flip(False, reason="rollback drill", source="command", actor="test")
+        wait_for(lambda: len(slack_catcher.posts) == 2, process=process)
+        resolved = slack_catcher.posts[1]["payload"]["text"]
+        assert resolved.startswith(":large_green_circle: RESOLVED Redis connection lost\n")
+        windows = wait_for(
+            lambda: list(MetricWindow.objects.filter(process__endswith=f":{process.pid}")),
+            process=process,
+        )
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait(10)
+    assert process.returncode == 0, err
+    assert Alert.objects.get().state == "resolved"
+    assert list(Notification.objects.order_by("id").values_list("event", "status")) == [
+        ("firing", "sent"),
+        ("resolved", "sent"),
+    ]
+    samples = [
+        w.data["server"]
+        for w in MetricWindow.objects.filter(process=windows[0].process)
+        if "server" in w.data
+    ]
+    assert samples and samples[0]["connected"] is False
+    assert Lease.objects.count() == 0
+
+
+def test_it_leaves_monitoring_out_of_an_app_process_that_gives_it_to_monitor():
+    with override_settings(MONITORING_IN_APP=False):
+        assert runtime.describe_monitoring() == "in `manage.py monitor` (MONITORING_IN_APP=false)"
+        runtime._start_background(monitoring=False)
+        names = sorted(worker.name for worker in runtime._running)
+        runtime.stop()
+    assert names == ["opsdash-metrics-flusher", "opsdash-switch-refresher"]
+    runtime._start_background(monitoring=True)
+    names = sorted(worker.name for worker in runtime._running)
+    runtime.stop()
+    assert names == [
+        "opsdash-evaluator",
+        "opsdash-metrics-flusher",
+        "opsdash-notifications",
+        "opsdash-switch-refresher",
+    ]
+    assert Lease.objects.count() == 0

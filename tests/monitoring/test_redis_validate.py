@@ -13,13 +13,14 @@ import redis
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
+from django.utils import timezone
 
 from leads.models import Conversation, Lead, Message, Organization, PhoneNumber
 from leads.validation import speedup_outcome
 from monitoring.alerts import lease
 from monitoring.alerts.evaluator import LEASE
 from monitoring.cache import gate, switch
-from monitoring.models import CacheSwitch, SwitchAudit
+from monitoring.models import Alert, CacheSwitch, Notification, SwitchAudit
 from monitoring.validation import Report, Result
 from tests.conftest import using_redis
 from tests.redis_servers import free_port
@@ -209,6 +210,48 @@ def test_it_only_warns_about_the_evaluator_when_monitoring_is_off(shared_redis):
         document, error = validate_json()
     assert error is None
     assert statuses(document)["evaluator"] == "warn"
+
+
+def test_it_names_monitor_when_the_app_leaves_monitoring_to_it(shared_redis):
+    lease.release(LEASE, "web-1:4242")
+    with override_settings(MONITORING_IN_APP=False):
+        document, _ = validate_json()
+    check = next(c for c in document["checks"] if c["name"] == "evaluator")
+    assert check["status"] == "fail"
+    assert check["detail"] == (
+        "no evaluator holds the lease: MONITORING_IN_APP=false leaves monitoring to "
+        "`manage.py monitor`, and none runs on this database, so no alert would fire"
+    )
+
+
+def test_it_fails_when_a_channels_last_message_was_given_up_on(shared_redis):
+    now = timezone.now()
+    alert = Alert.objects.create(
+        rule="redis_connection_lost",
+        severity="critical",
+        state="firing",
+        summary="Redis down",
+        threshold=0.5,
+        started_at=now,
+    )
+    Notification.objects.create(
+        alert=alert,
+        channel="slack",
+        event="firing",
+        due_at=now,
+        status="failed",
+        attempts=1,
+        last_error="HTTP 404: channel_not_found",
+        finished_at=now,
+    )
+    with override_settings(REDIS_ALERT_WEBHOOK_URL="https://hooks.slack.test/x"):
+        document, error = validate_json()
+    assert error == "NOT READY: notifications"
+    check = next(c for c in document["checks"] if c["name"] == "notifications")
+    assert (check["status"], check["detail"]) == (
+        "fail",
+        "slack: last message given up (HTTP 404: channel_not_found)",
+    )
 
 
 def test_it_checks_what_the_cache_does_before_caching_is_turned_on(shared_redis):

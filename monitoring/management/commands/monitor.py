@@ -4,31 +4,43 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from monitoring import runtime
+from monitoring.alerts import delivery
 from monitoring.alerts.evaluator import Evaluator
+from monitoring.metrics.recorder import PROCESS_ID
 
 
 class Command(BaseCommand):
     help = (
-        "Run the alert evaluator in the foreground (for deployments that keep it out of the app "
-        "processes). Only one evaluator is active per deployment: the others wait on the lease."
+        "Run monitoring in its own process: the alert evaluator (one active per deployment, the "
+        "others wait on its lease), the Redis sampling and its metric windows, the switch "
+        "refresher and the notification worker. Set MONITORING_IN_APP=false on the app "
+        "processes so they leave it to this one."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--once", action="store_true", help="one round, then exit")
+        parser.add_argument(
+            "--once", action="store_true", help="one round, send what is due, then exit"
+        )
 
     def handle(self, *args, once: bool, **options):
         if not settings.REDIS_MONITORING_ENABLED:
             raise CommandError("REDIS_MONITORING_ENABLED=false: the evaluator is turned off")
-        evaluator = Evaluator()
         if once:
-            active = evaluator.round()
-            self.stdout.write("evaluated" if active else "another evaluator holds the lease")
+            self.once()
             return
         done = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: done.set())
-        self.stdout.write(f"evaluator {evaluator.holder} running (Ctrl-C stops)")
-        while not done.wait(settings.MONITORING_EVALUATE_SECONDS):
-            evaluator.round()
-        evaluator.stop()
+        runtime.start_monitor()
+        self.stdout.write(f"evaluator {PROCESS_ID} running (Ctrl-C stops)")
+        done.wait()
+        runtime.stop()
         self.stdout.write("evaluator stopped")
+
+    def once(self) -> None:
+        active = Evaluator().round()
+        self.stdout.write("evaluated" if active else "another evaluator holds the lease")
+        sent = delivery.deliver_due()
+        if sent:
+            self.stdout.write(f"{sent} notification{'s' if sent != 1 else ''} attempted")
