@@ -223,3 +223,27 @@ class NotificationDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} {self.event} #{self.attempt}: {self.status}"
+
+
+class Silence(models.Model):
+    """A time during which an alert rule (or every rule) tells nobody and triggers no automatic
+    rollback; its alerts still open, fire and are recorded. Weekly silences repeat their
+    window every seven days from `starts_at` until cancelled. Rows are never deleted: with who
+    created and who cancelled them, they are the silences' audit."""
+
+    rule = models.CharField(max_length=64, blank=True)  # blank: every rule
+    reason = models.CharField(max_length=500)
+    owner = models.CharField(max_length=150)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    weekly = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-starts_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"silence #{self.pk} of {self.rule or 'every rule'}: {self.reason}"

@@ -44,6 +44,13 @@ def _positive_float(name: str, default: float) -> float:
     return value
 
 
+def _one_of(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = env.str(name, default=default).strip().lower() or default
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name}={raw!r}: use one of {', '.join(choices)}")
+    return raw
+
+
 # --- core -----------------------------------------------------------------------------------
 
 DEFAULT_SECRET_KEY = "opsdash-insecure-default-key-for-local-use-only"
@@ -341,6 +348,10 @@ MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
 REDIS_ALERT_WEBHOOK_URL = env.str("REDIS_ALERT_WEBHOOK_URL", default="")
 ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
 NOTIFICATION_TIMEOUT = _positive_float("NOTIFICATION_TIMEOUT", default=5.0)
+# Caching turned off by the system when a qualifying alert has fired this long: "off" (never),
+# "redis_lost" (the Redis connection alert), "critical" (any critical alert). Never turned on.
+AUTO_ROLLBACK = _one_of("AUTO_ROLLBACK", ("off", "redis_lost", "critical"), default="off")
+AUTO_ROLLBACK_AFTER_SECONDS = env.float("AUTO_ROLLBACK_AFTER_SECONDS", default=30.0)
 # Attempts per message; between them a delay that starts at the backoff and doubles (cap 5 min).
 NOTIFICATION_RETRIES = env.int("NOTIFICATION_RETRIES", default=6)
 NOTIFICATION_BACKOFF_SECONDS = _positive_float("NOTIFICATION_BACKOFF_SECONDS", default=5.0)

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
-from monitoring.alerts import notify
+from monitoring.alerts import notify, silences
 from monitoring.alerts.rules import Rule, Sample
 from monitoring.models import Alert, AlertTransition
 
@@ -95,13 +95,16 @@ def _resolve(alert: Alert, value, now, note: str = "") -> Transition:
 
 
 def _move(alert: Alert, before: str, after: str, value, now, note: str = "") -> Transition:
-    AlertTransition.objects.create(
-        alert=alert, at=now, from_state=before, to_state=after, value=value, note=note
-    )
     transition = Transition(alert, before, after, value)
-    if transition.notifies:
-        event = "firing" if after == Alert.State.FIRING else "resolved"
-        notify.enqueue(alert, event, value, now)
+    silence = silences.covering(alert.rule, now) if transition.notifies else None
+    if silence is not None:
+        note = f"{note}; " if note else ""
+        note += f"notifications silenced by silence #{silence.pk} ({silence.reason})"
+    AlertTransition.objects.create(
+        alert=alert, at=now, from_state=before, to_state=after, value=value, note=note[:300]
+    )
+    if transition.notifies and silence is None:
+        notify.enqueue_transition(alert, after, value, now)
     return transition
 
 

@@ -10,7 +10,7 @@ from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from monitoring import events
-from monitoring.alerts import engine, lease
+from monitoring.alerts import engine, lease, rollback
 from monitoring.alerts.rules import Sample, default_rules
 from monitoring.cache import gate, writers
 from monitoring.metrics import store
@@ -43,6 +43,7 @@ def evaluate_once(now=None) -> tuple[Sample, list[engine.Transition]]:
         store.note_server_sample(server_point(sample.redis, now))
     for transition in transitions:
         events.publish("alert.transition", transition_event(transition))
+    rollback.consider(now)
     events.publish("monitoring.snapshot", snapshot(sample.minute, sample.redis))
     return sample, transitions
 

@@ -21,6 +21,16 @@ def enqueue(alert: Alert, event: str, value: float | None, now: datetime) -> lis
     return Notification.objects.bulk_create(rows)
 
 
+def enqueue_transition(alert: Alert, to_state: str, value, now: datetime) -> list[Notification]:
+    """A firing is told; a resolve only to whom its firing was told (not one a silence kept
+    quiet)."""
+    if to_state == Alert.State.FIRING:
+        return enqueue(alert, "firing", value, now)
+    if not Notification.objects.filter(alert=alert, event="firing").exists():
+        return []
+    return enqueue(alert, "resolved", value, now)
+
+
 def message_context(alert: Alert | None, event: str, value: float | None = None) -> dict:
     """What the message templates show; every alert message links to that alert's page."""
     if alert is None:
@@ -31,6 +41,7 @@ def message_context(alert: Alert | None, event: str, value: float | None = None)
         "event": event,
         "value": value,
         "dashboard_url": f"{settings.PUBLIC_BASE_URL}{path}",
+        "switch_url": f"{settings.PUBLIC_BASE_URL}{reverse('dashboard:overview')}#switch",
     }
 
 

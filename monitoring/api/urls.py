@@ -1,6 +1,6 @@
 from django.urls import path
 
-from monitoring.api import stream, views
+from monitoring.api import silences, stream, views
 
 app_name = "monitoring-api"
 
@@ -14,5 +14,7 @@ urlpatterns = [
     path("switch", views.switch_state, name="switch"),
     path("alerts", views.alerts, name="alerts"),
     path("alerts/<int:alert_id>/ack", views.acknowledge, name="alert-ack"),
+    path("silences", silences.silence_list, name="silences"),
+    path("silences/<int:silence_id>/cancel", silences.silence_cancel, name="silence-cancel"),
     path("stream", stream.stream, name="stream"),
 ]

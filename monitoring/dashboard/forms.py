@@ -1,8 +1,9 @@
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django import forms
 from django.utils import timezone
 
+from monitoring.alerts.durations import parse_duration
 from monitoring.api.alerts import STATES
 from monitoring.models import Alert
 
@@ -56,3 +57,32 @@ class SwitchForm(ReasonForm):
 
 class AcknowledgeForm(forms.Form):
     note = forms.CharField(max_length=500, required=False)
+
+
+class SilenceForm(ReasonForm):
+    """A silence as the Silences page asks for it: times in UTC, the length as typed."""
+
+    rule = forms.ChoiceField(required=False)
+    owner = forms.CharField(max_length=150, required=False)
+    starts_at = forms.DateTimeField(
+        required=False, input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
+    )
+    duration = forms.CharField(
+        max_length=20,
+        error_messages={"required": "Say how long: e.g. 30m, 2h, 1d or 1h30m."},
+    )
+    weekly = forms.BooleanField(required=False)
+
+    def __init__(self, *args, rules: list[str], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["rule"].choices = [("", "every rule"), *((name, name) for name in rules)]
+
+    def clean_starts_at(self):
+        moment = self.cleaned_data.get("starts_at")
+        return moment.replace(tzinfo=UTC) if moment is not None else None
+
+    def clean_duration(self):
+        try:
+            return parse_duration(self.cleaned_data["duration"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None

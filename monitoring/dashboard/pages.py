@@ -3,7 +3,9 @@
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.utils import timezone
 
+from monitoring.alerts import silences
 from monitoring.api import health
 from monitoring.api.alerts import filtered_alerts
 from monitoring.cache import controls, switch
@@ -65,8 +67,24 @@ def health_tiles() -> dict:
 
 
 def active_alerts() -> dict:
-    """The overview's "alerts" fragment."""
-    return {"active_alerts": list(filtered_alerts("active"))}
+    """The overview's "alerts" fragment: the open alerts, and the silences in force."""
+    in_force = [item for item in silences_shown() if item["in_force"]]
+    return {"active_alerts": list(filtered_alerts("active")), "silences_in_force": in_force}
+
+
+def silences_shown() -> list[dict]:
+    """The silences in force or to come, each with its window and what it says."""
+    now = timezone.now()
+    return [
+        {
+            "silence": silence,
+            "start": start,
+            "end": end,
+            "in_force": start <= now,
+            "description": silences.describe(silence),
+        }
+        for silence, start, end in silences.in_force_or_coming(now)
+    ]
 
 
 def overview() -> dict:

@@ -13,4 +13,7 @@ urlpatterns = [
     path("switch/", views.switch_history, name="switch-history"),
     path("switch/flip", views.flip_switch, name="switch-flip"),
     path("cache/flush", views.flush_cache, name="cache-flush"),
+    path("silences/", views.silence_list, name="silences"),
+    path("silences/add", views.add_silence, name="silence-add"),
+    path("silences/<int:silence_id>/cancel", views.cancel_silence, name="silence-cancel"),
 ]

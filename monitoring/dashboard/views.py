@@ -10,15 +10,22 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from monitoring.alerts import engine
+from monitoring.alerts import engine, silences
 from monitoring.api.alerts import filtered_alerts
 from monitoring.cache import controls, switch
 from monitoring.dashboard import pages
 from monitoring.dashboard.access import flip_permission_required, may_flip, staff_required
-from monitoring.dashboard.forms import AcknowledgeForm, AlertFilterForm, ReasonForm, SwitchForm
-from monitoring.models import Alert, SwitchAudit
+from monitoring.dashboard.forms import (
+    AcknowledgeForm,
+    AlertFilterForm,
+    ReasonForm,
+    SilenceForm,
+    SwitchForm,
+)
+from monitoring.models import Alert, Silence, SwitchAudit
 
 ALERTS_SHOWN = 200
+SILENCES_PAST_SHOWN = 20
 AUDIT_PAGE_SIZE = 50
 
 
@@ -41,6 +48,10 @@ def _switch_badge_fragment(request: HttpRequest) -> dict:
     return {"state": switch.read_state()}
 
 
+def _rollback_banner_fragment(request: HttpRequest) -> dict:
+    return {"state": switch.read_state(), "may_flip": may_flip(request.user)}
+
+
 def _alerts_fragment(request: HttpRequest) -> dict:
     # An acknowledgement from a swapped-in row returns to the page, not to this fragment.
     return {**pages.active_alerts(), "next_path": reverse("dashboard:overview")}
@@ -54,6 +65,7 @@ FRAGMENTS = {
     "switch": ("monitoring/dashboard/_switch_panel.html", _switch_fragment),
     "switch-badge": ("monitoring/dashboard/_switch_badge.html", _switch_badge_fragment),
     "alerts": ("monitoring/dashboard/_active_alerts.html", _alerts_fragment),
+    "rollback-banner": ("monitoring/dashboard/_rollback_banner.html", _rollback_banner_fragment),
 }
 
 
@@ -84,7 +96,14 @@ def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
     alert = get_object_or_404(
         Alert.objects.prefetch_related("transitions", "deliveries", "notifications"), pk=alert_id
     )
-    return render(request, "monitoring/dashboard/alert_detail.html", {"alert": alert})
+    now = timezone.now()
+    silence = silences.covering(alert.rule, now)
+    context = {
+        "alert": alert,
+        "silenced_by": silence,
+        "silenced_until": silences.window_at(silence, now)[1] if silence else None,
+    }
+    return render(request, "monitoring/dashboard/alert_detail.html", context)
 
 
 @require_POST
@@ -148,6 +167,59 @@ def flush_cache(request: HttpRequest) -> HttpResponse:
         return _back_to_switch()
     messages.success(request, f"Cache flushed: now generation {state.generation}.")
     return _back_to_switch()
+
+
+@require_GET
+@staff_required
+def silence_list(request: HttpRequest) -> HttpResponse:
+    form = SilenceForm(rules=silences.rule_names(), initial={"owner": request.user.get_username()})
+    return render(request, "monitoring/dashboard/silences.html", _silences_context(request, form))
+
+
+def _silences_context(request: HttpRequest, form: SilenceForm) -> dict:
+    return {
+        "shown": pages.silences_shown(),
+        "past": silences.over(SILENCES_PAST_SHOWN),
+        "form": form,
+        "may_flip": may_flip(request.user),
+    }
+
+
+@require_POST
+@flip_permission_required
+def add_silence(request: HttpRequest) -> HttpResponse:
+    form = SilenceForm(request.POST, rules=silences.rule_names())
+    if form.is_valid():
+        data = form.cleaned_data
+        starts_at = data["starts_at"] or timezone.now()
+        try:
+            silence = silences.create(
+                rule=data["rule"],
+                reason=data["reason"],
+                owner=data["owner"] or request.user.get_username(),
+                starts_at=starts_at,
+                ends_at=starts_at + data["duration"],
+                weekly=data["weekly"],
+                actor=request.user.get_username(),
+            )
+        except silences.Invalid as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Silence #{silence.pk}: {silences.describe(silence)}.")
+            return redirect("dashboard:silences")
+    context = _silences_context(request, form)
+    return render(request, "monitoring/dashboard/silences.html", context, status=400)
+
+
+@require_POST
+@flip_permission_required
+def cancel_silence(request: HttpRequest, silence_id: int) -> HttpResponse:
+    try:
+        silence = silences.cancel(silence_id, actor=request.user.get_username())
+    except Silence.DoesNotExist:
+        raise Http404(f"no silence {silence_id}") from None
+    messages.success(request, f"Silence #{silence.pk} ended.")
+    return redirect("dashboard:silences")
 
 
 def _back_to_switch() -> HttpResponse:

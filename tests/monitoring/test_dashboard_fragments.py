@@ -22,7 +22,7 @@ from tests.monitoring.test_dashboard_views import (
 
 pytestmark = pytest.mark.django_db
 
-FRAGMENTS = ["health", "switch", "switch-badge", "alerts"]
+FRAGMENTS = ["health", "switch", "switch-badge", "alerts", "rollback-banner"]
 # Each fragment's queries: the session and the user (2), then what it shows.
 QUERIES = {
     # the database check, the switch (its row), the evaluator's lease, the overdue notifications
@@ -31,7 +31,10 @@ QUERIES = {
     # the switch row; the permission check (the user's and their groups' permissions)
     "switch": 2 + 1 + 2,
     "switch-badge": 2 + 1,
-    "alerts": 2 + 1,
+    # the open alerts; the silences in force or to come
+    "alerts": 2 + 1 + 1,
+    # the switch row; the permission check
+    "rollback-banner": 2 + 1 + 2,
 }
 CSRF_INPUT = re.compile(r'<input type="hidden" name="csrfmiddlewaretoken" value="[^"]*">')
 # What two renders of the same state may differ in: the masked CSRF token, and the database's

@@ -41,7 +41,7 @@
   var COALESCE_MS = 30;
   // The regions each event changes (a region this page does not have is skipped).
   var REFRESHES = {
-    "switch.changed": ["switch-badge", "switch", "health"],
+    "switch.changed": ["switch-badge", "rollback-banner", "switch", "health"],
     "breaker.changed": ["health"],
     "alert.transition": ["alerts", "health"],
   };
@@ -353,7 +353,7 @@
   }
 
   function refreshSwitch() {
-    return Promise.all([refresh("switch-badge"), refresh("switch")]);
+    return Promise.all([refresh("switch-badge"), refresh("rollback-banner"), refresh("switch")]);
   }
 
   Object.keys(REFRESHES).forEach(function (event) {
