@@ -15,6 +15,7 @@ from leads.models import Conversation, Lead, Message, Organization, PhoneNumber
 from leads.services import call_context
 from monitoring.cache import switch
 from monitoring.models import CacheSwitch, SwitchAudit
+from tests.personas import staff
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 STARTED = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
@@ -444,13 +445,8 @@ def test_it_invalidates_both_leads_when_a_conversation_is_moved(shared_redis, ad
 
 @pytest.mark.django_db
 def test_it_lets_no_one_flip_the_switch_in_the_admin_without_the_flip_permission(client):
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Permission
-
-    editor = get_user_model().objects.create_user("eve", password="pw", is_staff=True)
-    editor.user_permissions.add(
-        Permission.objects.get(codename="change_cacheswitch"),
-        Permission.objects.get(codename="view_cacheswitch"),
+    editor = staff(
+        "eve", permissions=("monitoring.change_cacheswitch", "monitoring.view_cacheswitch")
     )
     client.force_login(editor)
     url = switch_change_url()

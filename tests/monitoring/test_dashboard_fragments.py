@@ -15,10 +15,9 @@ from tests.monitoring.test_dashboard_views import (
     PINNED,
     TILES,
     UNREACHABLE_REDIS,
-    client_for,
-    make_user,
     page,
 )
+from tests.personas import flipper, plain_user, signed_in, viewer
 
 pytestmark = pytest.mark.django_db
 
@@ -47,14 +46,12 @@ def redis_configured():
 
 @pytest.fixture
 def olivia():
-    """Staff, allowed to flip the switch."""
-    return client_for(make_user("olivia", may_flip=True))
+    return signed_in(flipper("olivia"))
 
 
 @pytest.fixture
 def sam():
-    """Staff, may look, may not flip."""
-    return client_for(make_user("sam"))
+    return signed_in(viewer("sam"))
 
 
 def fragment(client, name: str):
@@ -87,7 +84,7 @@ def test_it_sends_anonymous_visitors_to_the_login_page_like_the_page(name):
 
 @pytest.mark.parametrize("name", FRAGMENTS)
 def test_it_forbids_logged_in_users_who_are_not_staff(name):
-    mark = client_for(make_user("mark", staff=False))
+    mark = signed_in(plain_user("mark"))
     response = fragment(mark, name)
     assert response.status_code == 403
     assert 'data-fragment="' not in response.content.decode()

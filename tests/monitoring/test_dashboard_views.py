@@ -8,8 +8,6 @@ from html.parser import HTMLParser
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -26,6 +24,7 @@ from monitoring.models import (
     SwitchAudit,
 )
 from tests.conftest import using_redis
+from tests.personas import flipper, plain_user, signed_in, viewer
 
 pytestmark = pytest.mark.django_db
 
@@ -85,20 +84,6 @@ def page(response) -> Page:
     return Page(response.content.decode())
 
 
-def make_user(username: str, *, staff: bool = True, may_flip: bool = False, password=None):
-    # No password unless a test logs in with one: hashing one costs a test half a second.
-    user = get_user_model().objects.create_user(username, password=password, is_staff=staff)
-    if may_flip:
-        user.user_permissions.add(Permission.objects.get(codename="flip_cacheswitch"))
-    return user
-
-
-def client_for(user, **kwargs) -> Client:
-    client = Client(**kwargs)
-    client.force_login(user)
-    return client
-
-
 def flash(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
 
@@ -112,20 +97,17 @@ def redis_configured():
 
 @pytest.fixture
 def olivia():
-    """Olivia runs operations: staff, allowed to flip the switch."""
-    return client_for(make_user("olivia", may_flip=True))
+    return signed_in(flipper("olivia"))
 
 
 @pytest.fixture
 def sam():
-    """Sam is on the support desk: staff, may look, may not flip."""
-    return client_for(make_user("sam"))
+    return signed_in(viewer("sam"))
 
 
 @pytest.fixture
 def mark():
-    """Mark works in sales: logged in, not staff."""
-    return client_for(make_user("mark", staff=False))
+    return signed_in(plain_user("mark"))
 
 
 # --- who gets in ----------------------------------------------------------------------------
@@ -149,7 +131,7 @@ def test_it_forbids_logged_in_users_who_are_not_staff(mark, path):
 
 
 def test_it_serves_a_login_page_that_leads_back_to_the_dashboard():
-    make_user("olivia", may_flip=True, password="pw")
+    flipper("olivia", password="pw")
     client = Client()
     assert "login-form" in page(client.get("/accounts/login/?next=/dashboard/"))
     response = client.post(
@@ -303,14 +285,14 @@ def test_it_refuses_a_flip_without_a_reason(olivia, reason):
 
 
 def test_it_refuses_a_forged_flip_without_the_csrf_token():
-    client = client_for(make_user("olivia", may_flip=True), enforce_csrf_checks=True)
+    client = signed_in(flipper("olivia"), enforce_csrf_checks=True)
     response = client.post("/dashboard/switch/flip", {"enabled": "off", "reason": "forged"})
     assert response.status_code == 403
     assert SwitchAudit.objects.count() == 0
 
 
 def test_it_accepts_a_flip_that_carries_the_csrf_token():
-    client = client_for(make_user("olivia", may_flip=True), enforce_csrf_checks=True)
+    client = signed_in(flipper("olivia"), enforce_csrf_checks=True)
     assert client.get("/dashboard/").status_code == 200  # the page's forms set the CSRF cookie
     token = client.cookies["csrftoken"].value
     response = client.post(
@@ -361,7 +343,7 @@ def test_it_forbids_a_flush_to_staff_without_the_permission(sam):
 
 
 def test_it_refuses_a_forged_flush_without_the_csrf_token():
-    client = client_for(make_user("olivia", may_flip=True), enforce_csrf_checks=True)
+    client = signed_in(flipper("olivia"), enforce_csrf_checks=True)
     assert client.post("/dashboard/cache/flush", {"reason": "forged"}).status_code == 403
     assert switch.read_state().generation == 1
 
