@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from tests.conftest import missing_service
-from tests.leads.test_twilio_signature import FORM, SMS_PATH, expected_signature, sms
+from tests.leads.twilio_support import FORM, SMS_PATH, expected_signature, sms
 from tests.monitoring.metrics_support import subprocess_environment
 from tests.personas import session_id
 from tests.redis_servers import RedisServer, free_port, redis_server_binary

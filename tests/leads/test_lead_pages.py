@@ -10,7 +10,7 @@ from leads.models import Lead, Message
 from monitoring.cache import gate
 from tests.conftest import turn_caching
 from tests.factories import CALLER, at, make_org
-from tests.monitoring.test_dashboard_views import Page, page
+from tests.monitoring.dashboard_support import Page, page
 from tests.personas import plain_user, signed_in, viewer
 
 pytestmark = pytest.mark.django_db

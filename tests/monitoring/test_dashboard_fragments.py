@@ -10,16 +10,14 @@ from django.utils import timezone
 
 from monitoring.cache import switch
 from monitoring.models import Alert
-from tests.conftest import using_redis
-from tests.monitoring.test_dashboard_views import (
+from tests.monitoring.dashboard_support import (
     PINNED,
     TILES,
-    UNREACHABLE_REDIS,
     page,
 )
-from tests.personas import flipper, plain_user, signed_in, viewer
+from tests.personas import plain_user, signed_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_configured")]
 
 FRAGMENTS = ["health", "switch", "switch-badge", "alerts"]
 # Each fragment's queries: the session and the user (2), then what it shows.
@@ -35,23 +33,6 @@ CSRF_INPUT = re.compile(r'<input type="hidden" name="csrfmiddlewaretoken" value=
 # What two renders of the same state may differ in: the masked CSRF token, and the database's
 # latency as the health check measured it.
 VARYING = [(CSRF_INPUT, ""), (re.compile(r"\d+(\.\d+)? ms"), "N ms")]
-
-
-@pytest.fixture(autouse=True)
-def redis_configured():
-    """A runtime switch (REDIS_URL set, REDIS_ENABLED unset); no test here needs Redis itself."""
-    with using_redis(UNREACHABLE_REDIS), override_settings(REDIS_ENABLED=None):
-        yield
-
-
-@pytest.fixture
-def olivia():
-    return signed_in(flipper("olivia"))
-
-
-@pytest.fixture
-def sam():
-    return signed_in(viewer("sam"))
 
 
 def fragment(client, name: str):
