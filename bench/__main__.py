@@ -7,6 +7,7 @@ database migrated), so they may import the project at module level. Each exposes
 
 import argparse
 import importlib
+import os
 import sys
 
 from bench import environment
@@ -171,7 +172,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     module_name, _, _ = SCENARIOS[args.scenario]
-    with environment.prepared(database=f"{environment.BENCH_DATABASE}_{args.scenario}"):
+    database = f"{environment.BENCH_DATABASE}_{args.scenario}_{os.getpid()}"
+    with environment.prepared(database=database):
         return importlib.import_module(module_name).run(args)
 
 
