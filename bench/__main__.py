@@ -7,6 +7,7 @@ database migrated), so they may import the project at module level. Each exposes
 
 import argparse
 import importlib
+import os
 import sys
 
 from bench import environment
@@ -20,11 +21,26 @@ def add_timing_arguments(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def add_closed_load_arguments(
+    sub: argparse.ArgumentParser, connections: int, warmup: float, duration: float, per: str
+) -> None:
+    """The load client's closed-loop options (bench.loadgen's initiation plan)."""
+    sub.add_argument(
+        "--connections", type=int, default=connections, help="concurrent keep-alive clients"
+    )
+    sub.add_argument(
+        "--warmup", type=float, default=warmup, help=f"unmeasured seconds per {per} first"
+    )
+    sub.add_argument("--duration", type=float, default=duration, help=f"measured seconds per {per}")
+
+
+def add_leads_argument(sub: argparse.ArgumentParser, default: int) -> None:
+    sub.add_argument("--leads", type=int, default=default, help="leads in the big organization")
+
+
 def add_load_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--connections", type=int, default=16, help="concurrent keep-alive clients")
-    sub.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per case first")
-    sub.add_argument("--duration", type=float, default=10.0, help="measured seconds per case")
-    sub.add_argument("--leads", type=int, default=100_000, help="leads in the big organization")
+    add_closed_load_arguments(sub, 16, 2.0, 10.0, "case")
+    add_leads_argument(sub, 100_000)
     sub.add_argument(
         "--callers", type=int, default=9_000, help="callers warmed for the warm cases (in all)"
     )
@@ -35,17 +51,15 @@ def add_monitoring_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--iterations", type=int, default=50_000, help="timed calls per case")
     sub.add_argument("--call-warmup", type=int, default=2_000, help="untimed calls per case")
     sub.add_argument("--block", type=int, default=500, help="calls per case per round")
-    sub.add_argument("--connections", type=int, default=16, help="concurrent keep-alive clients")
-    sub.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per load run")
-    sub.add_argument("--duration", type=float, default=6.0, help="measured seconds per load run")
+    add_closed_load_arguments(sub, 16, 2.0, 6.0, "load run")
     sub.add_argument("--rounds", type=int, default=4, help="on/off pairs per request kind")
-    sub.add_argument("--leads", type=int, default=2_000, help="leads in the big organization")
+    add_leads_argument(sub, 2_000)
     sub.add_argument("--outages", type=int, default=3, help="Redis stops (SIGTERM), then 1 hang")
 
 
 def add_mixed_arguments(sub: argparse.ArgumentParser, write_share: float) -> None:
     """Options of the mixed-load scenarios (hitrate, toggle, outage)."""
-    sub.add_argument("--leads", type=int, default=100_000, help="leads in the big organization")
+    add_leads_argument(sub, 100_000)
     sub.add_argument("--small-leads", type=int, default=5_000, help="leads in each small one")
     sub.add_argument("--connections", type=int, default=16, help="keep-alive client connections")
     sub.add_argument("--write-share", type=float, default=write_share, help="texts + post-calls")
@@ -85,9 +99,7 @@ def add_outage_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def add_growth_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--connections", type=int, default=4, help="concurrent keep-alive clients")
-    sub.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per case first")
-    sub.add_argument("--duration", type=float, default=5.0, help="measured seconds per case")
+    add_closed_load_arguments(sub, 4, 1.0, 5.0, "case")
     sub.add_argument("--callers", type=int, default=1_500, help="callers per pool (warm, cold)")
     sub.add_argument(
         "--sizes", type=int, nargs="+", default=[10_000, 1_000_000], help="lead counts, rising"
@@ -96,10 +108,8 @@ def add_growth_arguments(sub: argparse.ArgumentParser) -> None:
 
 def add_scale_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4], help="daphne counts")
-    sub.add_argument("--connections", type=int, default=16, help="concurrent keep-alive clients")
-    sub.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per case first")
-    sub.add_argument("--duration", type=float, default=8.0, help="measured seconds per case")
-    sub.add_argument("--leads", type=int, default=10_000, help="leads in the big organization")
+    add_closed_load_arguments(sub, 16, 2.0, 8.0, "case")
+    add_leads_argument(sub, 10_000)
     sub.add_argument("--callers", type=int, default=5_000, help="callers warmed (in all)")
     sub.add_argument("--flips", type=int, default=4, help="switch flips timed (off, on, ...)")
     sub.add_argument(
@@ -171,7 +181,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     module_name, _, _ = SCENARIOS[args.scenario]
-    with environment.prepared(database=f"{environment.BENCH_DATABASE}_{args.scenario}"):
+    database = f"{environment.BENCH_DATABASE}_{args.scenario}_{os.getpid()}"
+    with environment.prepared(database=database):
         return importlib.import_module(module_name).run(args)
 
 

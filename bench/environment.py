@@ -1,8 +1,9 @@
 """The throwaway world a scenario runs in, set up before Django and torn down after.
 
-- Database: on PostgreSQL a dedicated database on DATABASE_URL's server, named per scenario
-  (`opsdash_bench_<scenario>`, so two scenarios run at once never drop each other's), recreated
-  and migrated, dropped at the end; otherwise a temporary SQLite file.
+- Database: on PostgreSQL a dedicated database on DATABASE_URL's server, named per scenario and
+  process (`opsdash_bench_<scenario>_<pid>`, so two runs at once, of the same scenario too, never
+  drop each other's), created and migrated, dropped at the end; otherwise a temporary SQLite
+  file.
 - Redis: REDIS_URL's server, or a private redis-server when it is unset. Every key the bench
   writes carries a random prefix, and only keys with that prefix are deleted at the end (never
   FLUSHDB: the machine's Redis is shared).

@@ -19,7 +19,7 @@ from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
-from bench import seed, timing
+from bench import preamble, seed, timing
 from leads import services
 from leads.services.reads import load_call_context
 from monitoring.cache import gate
@@ -35,6 +35,7 @@ DB_VS_CACHED_MIN = 3.0
 
 
 def run(args) -> int:
+    machine = preamble.start("gate", args, postgres=False)
     caller = seed.caller_with_history()
     cases = redis_cases(caller)
     timing.interleave(cases, args.iterations, args.warmup, args.block)
@@ -47,6 +48,7 @@ def run(args) -> int:
     results = {case.key: case.summary() for case in cases + down}
     problems = check_counters(counters, cases + down)
     report = build_report(args, results, queries, problems)
+    report["machine"] = machine.summary()
     print_report(args, results, report)
     return 1 if problems else 0
 

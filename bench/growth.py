@@ -15,39 +15,37 @@ import random
 
 from django.conf import settings
 
-from bench import growth_population, initiation, processes
+from bench import initiation, preamble, processes, seed
 
 RATIO_MAX = 1.3
 
 
 def run(args) -> int:
-    if not settings.DATABASE_IS_POSTGRES:
-        print("growth needs PostgreSQL: set DATABASE_URL=postgres://...")
+    machine = preamble.start("growth", args)
+    if machine is None:
         return 2
     url = os.environ["DATABASE_URL"]
-    load_before = os.getloadavg()[0]
     initiation.set_caching(True)
-    org_id = growth_population.organization(url)
+    org_id = seed.growth_organization(url)
     rng = random.Random(11)
     results, seeded, done = {}, {}, 0
     for size in args.sizes:
-        seeded[size] = growth_population.add_leads(url, org_id, done, size)
+        seeded[size] = seed.add_growth_leads(url, org_id, done, size)
         done = size
         print(f"  {size} leads: seeded {json.dumps(seeded[size])}", flush=True)
         numbers = rng.sample(range(size), min(size, 2 * args.callers))
-        phones = [growth_population.phone(n) for n in numbers]
+        phones = [seed.growth_phone(n) for n in numbers]
         warm_pool, cold_pool = phones[: args.callers], phones[args.callers :]
         warmed = initiation.warm(population_number(), warm_pool)
         for case, pool in (("warm", warm_pool), ("cold", cold_pool)):
             results[f"{case}@{size}"] = run_case(case, size, pool, args) | {"warmed": warmed}
     report = build_report(args, seeded, results)
-    report["load_average_1min"] = {"start": load_before, "end": os.getloadavg()[0]}
-    print_report(report)
-    return 0 if report["targets_met"] else 1
+    report["load_average_1min"] = machine.load_average()
+    return preamble.finish(report, print_report)
 
 
 def population_number() -> str:
-    return growth_population.population.MAIN_NUMBER
+    return seed.MAIN_NUMBER
 
 
 def run_case(case: str, size: int, callers: list[str], args) -> dict:

@@ -24,13 +24,12 @@ least 90 % lower than with caching off.
 """
 
 import json
-import os
 import time
 
 from django.conf import settings
 
-from bench import workload
-from bench.mixload import FIRST
+from bench import preamble, seed, workload
+from bench.loadgen import FIRST
 from monitoring.cache import switch
 
 HIT_RATE_MIN = 0.90
@@ -46,21 +45,17 @@ QUICK = {
 
 
 def run(args) -> int:
-    if not settings.DATABASE_IS_POSTGRES:
-        print("hitrate needs PostgreSQL: set DATABASE_URL=postgres://...")
+    machine = preamble.start("hitrate", args, quick=QUICK)
+    if machine is None:
         return 2
-    if args.quick:
-        vars(args).update(QUICK)
-    before = workload.machine()
-    people, phones = workload.seed(args.leads, args.small_leads)
+    people, phones = seed.ranked_population(args.leads, args.small_leads)
     runs = {
         "on": measure(True, people, phones, args, args.duration),
         "off": measure(False, people, phones, args, args.off_duration),
     }
     report = build_report(args, people, runs)
-    report["machine"] = before | {"load_average_1min_end": round(os.getloadavg()[0], 2)}
-    print_report(report)
-    return 0 if report["targets_met"] else 1
+    report["machine"] = machine.summary()
+    return preamble.finish(report, print_report)
 
 
 # --- one run --------------------------------------------------------------------------------

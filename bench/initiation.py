@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import connections
 
-from bench import population, processes
+from bench import preamble, processes, seed
 from leads import services
 from leads.models import WebhookEvent
 from monitoring.cache import gate, switch
@@ -79,11 +79,10 @@ class Callers:
 
 
 def run(args) -> int:
-    if not settings.DATABASE_IS_POSTGRES:
-        print("initiation needs PostgreSQL: set DATABASE_URL=postgres://...")
+    machine = preamble.start("initiation", args)
+    if machine is None:
         return 2
-    load_before = os.getloadavg()[0]  # the machine is shared: how busy it was
-    people = population.seed(os.environ["DATABASE_URL"], args.leads)
+    people = seed.population(os.environ["DATABASE_URL"], args.leads)
     if len(people.callers) < 2 * args.callers:
         raise RuntimeError(f"{len(people.callers)} callers with history: too few for --callers")
     pools = {"warm": Callers(people.callers[: args.callers])}
@@ -91,9 +90,8 @@ def run(args) -> int:
     warmed = warm(people.org_number, pools["warm"].phones)
     results = {case.key: run_case(case, pools, people, args) for case in CASES}
     report = build_report(args, people, warmed, results)
-    report["load_average_1min"] = {"start": load_before, "end": os.getloadavg()[0]}
-    print_report(report)
-    return 0 if report["targets_met"] else 1
+    report["load_average_1min"] = machine.load_average()
+    return preamble.finish(report, print_report)
 
 
 # --- warming --------------------------------------------------------------------------------
@@ -130,7 +128,7 @@ def _expect_hits(org_number: str, sample: list[str]) -> None:
 # --- one case -------------------------------------------------------------------------------
 
 
-def run_case(case: Case, pools: dict, people: population.Population, args) -> dict:
+def run_case(case: Case, pools: dict, people: seed.Population, args) -> dict:
     set_caching(case.caching)
     recorded_before = initiations_recorded()
     proxy: dict = {}
@@ -234,7 +232,7 @@ def initiations_recorded() -> int:
 # --- report ---------------------------------------------------------------------------------
 
 
-def build_report(args, people: population.Population, warmed: dict, results: dict) -> dict:
+def build_report(args, people: seed.Population, warmed: dict, results: dict) -> dict:
     a, b, bp, cp = (results[k] for k in ("a", "b", "b_proxy", "c_proxy"))
     throughput = round(b["rps"] / a["rps"], 3) if a["rps"] else 0.0
     p50_ratio = round(cp["p50_ms"] / bp["p50_ms"], 2) if bp["p50_ms"] else 0.0

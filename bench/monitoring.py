@@ -33,7 +33,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.test import override_settings
 
-from bench import population, processes, timing
+from bench import preamble, processes, seed, timing
 from bench.initiation import SECRET, app_environment, app_metrics, warm
 from monitoring.cache import switch
 from monitoring.metrics import middleware
@@ -54,17 +54,18 @@ TOKEN = f"bench-{uuid.uuid4().hex}"
 
 
 def run(args) -> int:
-    load_before = os.getloadavg()[0]  # the machine is shared: how busy it was
+    machine = preamble.start("monitoring", args)
+    if machine is None:
+        return 2
     in_process = recording_cost(args)
-    people = population.seed(os.environ["DATABASE_URL"], args.leads, small_leads=500)
+    people = seed.population(os.environ["DATABASE_URL"], args.leads, small_leads=500)
     with private_cache():
         warmth = Warmth(people)
         load = {kind: throughput(kind, warmth, args) for kind in KINDS}
     alerts = alert_timing(args)
     report = build_report(args, in_process, warmth.warmed, load, alerts)
-    report["load_average_1min"] = {"start": load_before, "end": os.getloadavg()[0]}
-    print_report(report)
-    return 0 if report["targets_met"] else 1
+    report["load_average_1min"] = machine.load_average()
+    return preamble.finish(report, print_report)
 
 
 # --- 1. in-process ---------------------------------------------------------------------------
@@ -157,7 +158,7 @@ class Warmth:
     """Every caller's context cached (through the gate, as the app reads it), and cached again
     before a run whenever the generation moved: a bump drops every entry at once."""
 
-    def __init__(self, people: population.Population) -> None:
+    def __init__(self, people: seed.Population) -> None:
         self.people = people
         self.generation: int | None = None
         self.warmed: list[dict] = []

@@ -30,7 +30,6 @@ hung) within 1.2x of the switched-off phases'; no stale read after recovery (non
 """
 
 import json
-import os
 import threading
 import time
 from datetime import datetime
@@ -38,7 +37,7 @@ from datetime import datetime
 from django.conf import settings
 from django.test import override_settings
 
-from bench import workload
+from bench import preamble, seed, workload
 from monitoring.cache import gate, switch
 from opsdash.settings import redis_cache_config
 from tests.forwarder import Forwarder
@@ -50,13 +49,10 @@ QUICK = {"leads": 2_000, "small_leads": 100, "phase": 3.0, "warmup": 2.0, "cycle
 
 
 def run(args) -> int:
-    if not settings.DATABASE_IS_POSTGRES:
-        print("outage needs PostgreSQL: set DATABASE_URL=postgres://...")
+    machine = preamble.start("outage", args, quick=QUICK)
+    if machine is None:
         return 2
-    if args.quick:
-        vars(args).update(QUICK)
-    before = workload.machine()
-    people, phones = workload.seed(args.leads, args.small_leads)
+    people, phones = seed.ranked_population(args.leads, args.small_leads)
     server = RedisServer(persistent=True, args=("--enable-debug-command", "yes")).start()
     replica = RedisServer(args=("--replicaof", "127.0.0.1", str(server.port))).start()
     # The address the app uses: the primary behind it now, the replica after the failover.
@@ -74,9 +70,8 @@ def run(args) -> int:
         replica.close()
         server.close()
     report = build_report(args, people, result)
-    report["machine"] = before | {"load_average_1min_end": round(os.getloadavg()[0], 2)}
-    print_report(report)
-    return 0 if report["targets_met"] else 1
+    report["machine"] = machine.summary()
+    return preamble.finish(report, print_report)
 
 
 class Servers:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,21 +30,22 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def daphne(env: dict[str, str]):
-    """The app under daphne on a free loopback port: yields (port, pid) once it answers.
-    Its access log (daphne's default, on stdout) goes to /dev/null, stderr to a file."""
+def daphne(env: dict[str, str], application: str = "opsdash.asgi:application", stderr=None):
+    """`application` under daphne on a free loopback port: yields (port, pid) once it answers,
+    then stops it by its PID. Its access log (daphne's default, on stdout) goes to /dev/null,
+    stderr to `stderr` (a binary file) or a temporary file."""
     port = free_port()
     command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-    with tempfile.TemporaryFile() as stderr:
+    with tempfile.TemporaryFile() if stderr is None else nullcontext(stderr) as log:
         child = subprocess.Popen(
-            [*command, "opsdash.asgi:application"],
+            [*command, application],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=stderr,
+            stderr=log,
         )
         try:
-            wait_until_answers(port, child, stderr)
+            wait_until_answers(port, child, log)
             yield port, child.pid
         finally:
             stop(child)

@@ -36,7 +36,7 @@ from contextlib import ExitStack, contextmanager
 
 from django.conf import settings
 
-from bench import initiation, population, processes
+from bench import initiation, preamble, processes, seed
 from monitoring.cache import switch
 from monitoring.models import MetricWindow
 
@@ -47,11 +47,10 @@ PERFORMANCE = "/api/monitoring/metrics/performance?window=60s"
 
 
 def run(args) -> int:
-    if not settings.DATABASE_IS_POSTGRES:
-        print("scale needs PostgreSQL: set DATABASE_URL=postgres://...")
+    machine = preamble.start("scale", args)
+    if machine is None:
         return 2
-    load_before = os.getloadavg()[0]
-    people = population.seed(os.environ["DATABASE_URL"], args.leads, small_leads=1_000)
+    people = seed.population(os.environ["DATABASE_URL"], args.leads, small_leads=1_000)
     initiation.set_caching(True)
     pool = initiation.Callers(people.callers)
     share = args.callers // len(args.processes)
@@ -62,9 +61,8 @@ def run(args) -> int:
         warmed[n] = initiation.warm(people.org_number, pool.remaining()[:share])
         results[n] = run_count(n, pool, share, people, args)
     report = build_report(args, people, warmed, results)
-    report["load_average_1min"] = {"start": load_before, "end": os.getloadavg()[0]}
-    print_report(report)
-    return 0 if report["targets_met"] else 1
+    report["load_average_1min"] = machine.load_average()
+    return preamble.finish(report, print_report)
 
 
 def child_environment() -> dict[str, str]:

@@ -14,16 +14,13 @@ Stale read, precisely: an initiation answer for caller X whose request was sent 
 for X was acknowledged (2xx) and that does not reflect it: its `conversation_context` lacks the
 text's unique marker (or a later one), or its `customer_name` is not the name the post-call set
 (or a later one). Writes for one caller never overlap, and every answer is checked
-(bench.mixload). Targets: no non-2xx answer (connection errors included) and no stale read.
+(bench.loadgen). Targets: no non-2xx answer (connection errors included) and no stale read.
 """
 
 import json
-import os
 import time
 
-from django.conf import settings
-
-from bench import workload
+from bench import preamble, seed, workload
 from monitoring.models import SwitchAudit
 
 SETTLE = 1.0  # seconds after a flip counted apart (the app re-reads the switch every 0.5 s)
@@ -31,18 +28,14 @@ QUICK = {"leads": 2_000, "small_leads": 100, "flips": 2, "every": 2.0, "warmup":
 
 
 def run(args) -> int:
-    if not settings.DATABASE_IS_POSTGRES:
-        print("toggle needs PostgreSQL: set DATABASE_URL=postgres://...")
+    machine = preamble.start("toggle", args, quick=QUICK)
+    if machine is None:
         return 2
-    if args.quick:
-        vars(args).update(QUICK)
-    before = workload.machine()
-    people, phones = workload.seed(args.leads, args.small_leads)
+    people, phones = seed.ranked_population(args.leads, args.small_leads)
     result = drive(people, phones[: args.callers], args)
     report = build_report(args, people, result)
-    report["machine"] = before | {"load_average_1min_end": round(os.getloadavg()[0], 2)}
-    print_report(report)
-    return 0 if report["targets_met"] else 1
+    report["machine"] = machine.summary()
+    return preamble.finish(report, print_report)
 
 
 def drive(people, callers: list[str], args) -> dict:

@@ -1,12 +1,11 @@
-"""What the mixed-load scenarios (hitrate, toggle, outage) share: the population and its callers,
-the served app (daphne, in a subprocess, with its SQL statements counted by bench.served), the
-load client (bench.mixload, its own process), the app's own metric windows, the monitoring API,
-the switch flipped from the command line, and the checks for lost writes."""
+"""What the mixed-load scenarios (hitrate, toggle, outage) share: the served app (daphne, in a
+subprocess, with its SQL statements counted by bench.served), the load client (bench.loadgen
+with a mixed plan, its own process), the app's own metric windows, the monitoring API, the
+switch flipped from the command line, and the checks for lost writes."""
 
 import http.client
 import json
 import os
-import random
 import re
 import shutil
 import socket
@@ -23,9 +22,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from bench import population, processes
-from bench.mixload import CHECKED, FALLBACK, STALE_NAME, STALE_SMS, VERIFY
-from leads.models import Conversation, Lead, Message
+from bench import processes
+from bench.loadgen import CHECKED, FALLBACK, STALE_NAME, STALE_SMS, VERIFY
+from leads.models import Conversation, Message
 from monitoring.models import MetricWindow, SwitchAudit
 
 INITIATION_SECRET = "bench-secret"
@@ -35,22 +34,6 @@ PUBLIC_BASE_URL = "https://opsdash.bench.invalid"  # what Twilio "called": the s
 WEBHOOK_GROUPS = ("webhook_initiation", "webhook_sms", "webhook_post_call")
 # Log lines every run has: the start-up line, and the 405 of the readiness probe (a GET).
 EXPECTED_LOG = ("opsdash started:", "Method Not Allowed: /webhooks/elevenlabs/conversation-init")
-
-
-# --- population -----------------------------------------------------------------------------
-
-
-def seed(leads: int, small_leads: int) -> tuple[population.Population, list[str]]:
-    """The population, and every lead of the big organization in a fixed random order (the
-    order is the callers' popularity rank)."""
-    people = population.seed(os.environ["DATABASE_URL"], leads, small_leads)
-    phones = list(
-        Lead.objects.filter(organization__numbers__e164=people.org_number)
-        .order_by("id")
-        .values_list("phone", flat=True)
-    )
-    random.Random(11).shuffle(phones)
-    return people, phones
 
 
 # --- the served app -------------------------------------------------------------------------
@@ -97,28 +80,21 @@ def served(args, redis_url: str | None = None):
     """The app under daphne (bench.served: the app plus its SQL statement counts) on a free
     loopback port; yields an App once it answers, then stops it by its PID. Its stderr (the
     app's log at WARNING and above) is in `App.log_text` once it has stopped."""
-    port, token = processes.free_port(), uuid.uuid4().hex
+    token = uuid.uuid4().hex
     with tempfile.TemporaryDirectory(prefix="opsdash-bench-") as directory:
         counts, log = f"{directory}/sql.json", f"{directory}/daphne.log"
         env = app_environment(redis_url or settings.REDIS_URL, token, counts)
         if args.redis_socket_timeout:
             env["REDIS_SOCKET_TIMEOUT"] = str(args.redis_socket_timeout)
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
         with open(log, "w+b") as stderr:
-            child = subprocess.Popen(
-                [*command, "bench.served:application"],
-                cwd=processes.ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-            )
-            app = App(port, child.pid, counts, token, env, log)
+            app = None
             try:
-                processes.wait_until_answers(port, child, stderr)
-                yield app
+                with processes.daphne(env, "bench.served:application", stderr) as (port, pid):
+                    app = App(port, pid, counts, token, env, log)
+                    yield app
             finally:
-                processes.stop(child)
-                app.log_text = Path(log).read_text(errors="replace")
+                if app is not None:  # the log once the app has stopped, its exit included
+                    app.log_text = Path(log).read_text(errors="replace")
 
 
 def log_summary(text: str, t0: float) -> dict[str, dict]:
@@ -220,11 +196,12 @@ def api_get(app: App, path: str) -> dict:
 
 
 class LoadRun:
-    """bench.mixload in its own process: started with its plan, stopped by a file."""
+    """bench.loadgen in its own process, with a mixed plan: started with it, stopped by a file."""
 
     def __init__(self, app: App, plan: dict) -> None:
         self.directory = tempfile.mkdtemp(prefix="opsdash-bench-load-")
         self.plan = {
+            "mode": "mixed",
             "host": "127.0.0.1",
             "port": app.port,
             "initiation_header": settings.ELEVENLABS_INITIATION_HEADER,
@@ -242,7 +219,7 @@ class LoadRun:
 
     def start(self) -> "LoadRun":
         self.child = subprocess.Popen(
-            [sys.executable, "-m", "bench.mixload"],
+            [sys.executable, "-m", "bench.loadgen"],
             cwd=processes.ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -446,11 +423,3 @@ def wait_for_deferred(tag: str, quiet: float = 2.0, limit: float = 30.0) -> int:
             break
         time.sleep(0.25)
     return last
-
-
-def machine() -> dict:
-    return {
-        "cpus": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "source": processes.source_state(),
-    }

@@ -18,14 +18,12 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.core.management import call_command
-from django.test import Client
 
 from tests.conftest import missing_service
-from tests.leads.test_twilio_signature import FORM, SMS_PATH, expected_signature, sms
+from tests.leads.twilio_support import FORM, SMS_PATH, expected_signature, sms
 from tests.monitoring.metrics_support import subprocess_environment
+from tests.personas import session_id
 from tests.redis_servers import RedisServer, free_port, redis_server_binary
 
 try:
@@ -197,20 +195,9 @@ def sms_sid(n: int) -> str:
     return f"SM{n:032x}"
 
 
-def make_user(username: str, *, may_flip: bool = False, password: str | None = None):
-    """Staff; with `may_flip`, also allowed to flip the switch. No password unless a test logs
-    in through the form (hashing one costs time)."""
-    user = get_user_model().objects.create_user(username, password=password, is_staff=True)
-    if may_flip:
-        user.user_permissions.add(Permission.objects.get(codename="flip_cacheswitch"))
-    return user
-
-
 def session_cookie(user, url: str) -> dict:
     """A logged-in session for `user`, as the browser cookie the served app reads."""
-    client = Client()
-    client.force_login(user)
-    return {"name": "sessionid", "value": client.cookies["sessionid"].value, "url": url}
+    return {"name": "sessionid", "value": session_id(user), "url": url}
 
 
 def wait_live(page) -> None:

@@ -18,7 +18,6 @@ from tests.e2e.support import (
     health_tile,
     last_change_by,
     live_status,
-    make_user,
     serving,
     sms_sid,
     switch_badge,
@@ -27,6 +26,7 @@ from tests.e2e.support import (
     wait_live,
 )
 from tests.factories import make_org
+from tests.personas import flipper, viewer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -94,7 +94,7 @@ def empty_cache(server):
 
 
 def test_it_shows_a_staff_user_every_tile_after_logging_in(server, browse):
-    make_user("olivia", password=PASSWORD)
+    viewer("olivia", password=PASSWORD)
     page = browse(server)
     page.goto("/dashboard/")
     expect(page).to_have_url(server.url + "/accounts/login/?next=/dashboard/")
@@ -123,7 +123,7 @@ def test_it_shows_a_staff_user_every_tile_after_logging_in(server, browse):
 
 def test_it_shows_new_traffic_without_a_reload(server, browse):
     make_org()
-    page = browse(server, make_user("olivia"))
+    page = browse(server, viewer("olivia"))
     page.goto("/dashboard/")
     wait_live(page)
     page.evaluate("window.e2eLoaded = 'once'")
@@ -151,8 +151,8 @@ def test_it_shows_new_traffic_without_a_reload(server, browse):
 
 
 def test_it_flips_the_switch_on_every_open_page_within_a_second(server, browse):
-    page = browse(server, make_user("olivia", may_flip=True))
-    other = browse(server, make_user("sam"))
+    page = browse(server, flipper("olivia"))
+    other = browse(server, viewer("sam"))
     for each in (page, other):
         each.context.add_init_script(SWITCH_WATCH)
         each.goto("/dashboard/")
@@ -217,7 +217,7 @@ def assert_shown_within_a_second(page, shown: str, clicked: float) -> None:
 def test_it_shows_no_button_to_staff_without_the_permission_and_refuses_a_forged_post(
     server, browse
 ):
-    page = browse(server, make_user("sam"))
+    page = browse(server, viewer("sam"))
     page.goto("/dashboard/")
     expect(page.get_by_text("You can see the switch but not flip it")).to_be_visible()
     expect(switch_state(page)).to_have_text("ON")
@@ -257,7 +257,7 @@ def test_it_sends_anonymous_users_to_the_login_page_and_refuses_their_websocket(
     assert refused["code"] is not None, "the socket neither opened nor closed"
 
     # The same socket from a staff member's page opens: the refusal was about who asked.
-    staff = browse(server, make_user("olivia"))
+    staff = browse(server, viewer("olivia"))
     staff.goto("/dashboard/")
     assert staff.evaluate(WEBSOCKET_OUTCOME, "/ws/monitoring/") == {"opened": True, "code": 1000}
 
@@ -266,7 +266,7 @@ def test_it_shows_a_new_text_on_the_open_lead_page(server, browse):
     make_org()
     assert server.post_sms(sms_sid(1), "Do you have e-bikes in stock?") == 200
     first = Message.objects.get()
-    page = browse(server, make_user("olivia"))
+    page = browse(server, viewer("olivia"))
     page.goto(f"/dashboard/leads/{first.conversation.lead_id}/")
     messages = page.get_by_role("region", name="Conversations").get_by_role("listitem")
     expect(messages).to_have_count(1)

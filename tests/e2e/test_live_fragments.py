@@ -7,7 +7,6 @@ import re
 from contextlib import contextmanager
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
@@ -24,7 +23,6 @@ from tests.e2e.support import (
     expect,
     health_tile,
     last_change_by,
-    make_user,
     private_redis,
     serving,
     switch_badge,
@@ -32,6 +30,7 @@ from tests.e2e.support import (
     switch_state,
     wait_live,
 )
+from tests.personas import superuser, viewer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -94,9 +93,9 @@ def open_overview(server, browse, user):
 
 
 def test_it_shows_a_flip_made_in_the_admin_on_an_open_overview(server, browse):
-    page = open_overview(server, browse, make_user("sam"))
+    page = open_overview(server, browse, viewer("sam"))
     expect(switch_state(page)).to_have_text("ON")
-    admin = browse(server, get_user_model().objects.create_superuser("root"))
+    admin = browse(server, superuser("root"))
     admin.goto("/admin/monitoring/cacheswitch/1/change/")
     admin.get_by_label("Enabled").uncheck()
     admin.get_by_label("Reason").fill("Admin drill: caching off")
@@ -113,7 +112,7 @@ def test_it_shows_a_flip_made_in_the_admin_on_an_open_overview(server, browse):
 
 
 def test_it_shows_a_flip_from_another_process_on_an_open_overview(server, layer_redis, browse):
-    page = open_overview(server, browse, make_user("sam"))
+    page = open_overview(server, browse, viewer("sam"))
     expect(switch_fact(page, "Source")).to_have_text("runtime switch")
     expect(switch_state(page)).to_have_text("ON")
 
@@ -134,7 +133,7 @@ def test_it_shows_a_flip_from_another_process_on_an_open_overview(server, layer_
 
 
 def test_it_adds_an_alerts_row_when_it_fires(server, layer_redis, browse):
-    page = open_overview(server, browse, make_user("sam"))
+    page = open_overview(server, browse, viewer("sam"))
     expect(page.get_by_text("No active alerts.")).to_be_visible()
     rows = active_alerts(page).get_by_role("listitem")
     expect(rows).to_have_count(0)

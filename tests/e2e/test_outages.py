@@ -17,7 +17,6 @@ from tests.e2e.support import (
     health_tile,
     last_change_by,
     live_status,
-    make_user,
     private_redis,
     serving,
     switch_badge,
@@ -25,6 +24,7 @@ from tests.e2e.support import (
     switch_state,
     wait_live,
 )
+from tests.personas import viewer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,7 +56,7 @@ def server_with_redis_layer(browser, tmp_path_factory, django_db_blocker, layer_
 
 
 def test_it_shows_a_redis_outage_and_its_end_live(server, browse):
-    page = browse(server, make_user("olivia"))
+    page = browse(server, viewer("olivia"))
     page.goto("/dashboard/")
     tile = health_tile(page, "Redis")
     expect(tile).to_have_attribute("data-status", "pass")
@@ -94,7 +94,7 @@ def test_it_shows_a_redis_outage_and_its_end_live(server, browse):
 
 def test_it_polls_while_the_channel_layer_is_down(server_with_redis_layer, layer_redis, browse):
     server = server_with_redis_layer
-    page = browse(server, make_user("olivia"))
+    page = browse(server, viewer("olivia"))
     page.goto("/dashboard/")
     expect(health_tile(page, "Channel layer")).to_have_attribute("data-status", "pass")
     wait_live(page)

@@ -10,7 +10,8 @@ from leads.models import Lead, Message
 from monitoring.cache import gate
 from tests.conftest import turn_caching
 from tests.factories import CALLER, at, make_org
-from tests.monitoring.test_dashboard_views import Page, client_for, make_user, page
+from tests.monitoring.dashboard_support import Page, page
+from tests.personas import plain_user, signed_in, viewer
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +28,7 @@ def no_redis(request):
 
 @pytest.fixture
 def olivia():
-    return client_for(make_user("olivia"))
+    return signed_in(viewer("olivia"))
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_it_sends_anonymous_visitors_to_the_login_page(path):
 
 @pytest.mark.parametrize("path", ["/dashboard/leads/", "/dashboard/leads/1/"])
 def test_it_forbids_users_who_are_not_staff(path):
-    assert client_for(make_user("mark", staff=False)).get(path).status_code == 403
+    assert signed_in(plain_user("mark")).get(path).status_code == 403
 
 
 # --- the list -------------------------------------------------------------------------------

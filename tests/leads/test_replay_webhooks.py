@@ -12,7 +12,7 @@ from leads.models import Message, Organization, PhoneNumber, WebhookEvent
 from leads.services import sms as sms_service
 from monitoring.cache import gate
 from tests.factories import CALLER, make_org
-from tests.leads.test_twilio_signature import (
+from tests.leads.twilio_support import (
     EMPTY_TWIML,
     OUTBOUND_SID,
     SMS_PATH,

@@ -13,7 +13,7 @@ from django.urls import reverse
 from leads.models import WebhookEvent
 from leads.webhooks import deliveries
 from tests.factories import make_org
-from tests.leads.test_twilio_signature import (
+from tests.leads.twilio_support import (
     EMPTY_TWIML,
     ENDPOINTS,
     FORM,

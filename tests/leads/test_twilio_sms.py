@@ -18,7 +18,7 @@ from monitoring.cache import gate
 from monitoring.events import DASHBOARD_GROUP
 from tests.factories import CALLER, ORG_NUMBER, make_org
 from tests.leads.cache_modes import MODES, cache_mode
-from tests.leads.test_twilio_signature import (
+from tests.leads.twilio_support import (
     EMPTY_TWIML,
     SMS_PATH,
     post_twilio,

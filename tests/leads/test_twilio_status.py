@@ -7,7 +7,7 @@ from leads import services
 from leads.models import Message, WebhookEvent
 from tests.factories import CALLER, ORG_NUMBER, make_org
 from tests.leads.cache_modes import MODES, cache_mode
-from tests.leads.test_twilio_signature import (
+from tests.leads.twilio_support import (
     EMPTY_TWIML,
     OUTBOUND_SID,
     STATUS_PATH,

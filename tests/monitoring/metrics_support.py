@@ -1,4 +1,4 @@
-"""Shared by the metrics, health and monitoring-API tests: personas, the API token, a clean
+"""Shared by the metrics, health and monitoring-API tests: the API token, a clean
 in-process window, SSE parsing, and the environment a child process needs to reach the test
 database."""
 
@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from monitoring import counters
 from monitoring.cache import gate
@@ -26,16 +25,6 @@ def reset_metrics() -> None:
     recorder.take()
     counters.reset()
     gate.stats.reset()
-
-
-def make_staff(username: str = "olivia-ops"):
-    """Olivia runs operations: a staff user, allowed into the monitoring API."""
-    return get_user_model().objects.create_user(username, password="pw-olivia", is_staff=True)
-
-
-def make_member(username: str = "mark-sales"):
-    """Mark works in sales: logged in, but not staff."""
-    return get_user_model().objects.create_user(username, password="pw-mark")
 
 
 def parse_sse(chunk: str) -> tuple[str, dict]:

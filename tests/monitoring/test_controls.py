@@ -2,13 +2,12 @@
 same for every caller, and each change audited with its actor and source."""
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
 from django.test import override_settings
 
 from monitoring.cache import controls, switch
 from monitoring.models import SwitchAudit
+from tests.personas import flipper, viewer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
@@ -20,15 +19,8 @@ def runtime_switch():
         yield
 
 
-def staff(username: str, *, may_flip: bool):
-    user = get_user_model().objects.create_user(username, is_staff=True)
-    if may_flip:
-        user.user_permissions.add(Permission.objects.get(codename="flip_cacheswitch"))
-    return get_user_model().objects.get(pk=user.pk)  # permissions re-read
-
-
 def test_it_flips_and_flushes_for_a_user_with_the_permission_audited_with_them():
-    olivia = staff("olivia", may_flip=True)
+    olivia = flipper("olivia")
 
     controls.flip(False, user=olivia, reason="incident 7", source="dashboard")
     controls.flush(user=olivia, reason="after the fix", source="admin")
@@ -39,12 +31,12 @@ def test_it_flips_and_flushes_for_a_user_with_the_permission_audited_with_them()
 
 @pytest.mark.parametrize("change", ["flip", "flush"])
 def test_it_refuses_a_user_without_the_permission(change):
-    viewer = staff("victor", may_flip=False)
+    victor = viewer("victor")
     with pytest.raises(PermissionDenied):
         if change == "flip":
-            controls.flip(False, user=viewer, reason="try", source="dashboard")
+            controls.flip(False, user=victor, reason="try", source="dashboard")
         else:
-            controls.flush(user=viewer, reason="try", source="dashboard")
+            controls.flush(user=victor, reason="try", source="dashboard")
     assert not SwitchAudit.objects.exists()
 
 

@@ -12,9 +12,8 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import get_user_model
 from django.db import connections
-from django.test import Client, override_settings
+from django.test import override_settings
 from django.urls import path
 
 from monitoring import events
@@ -26,6 +25,7 @@ from monitoring.dashboard.consumers import (
 )
 from monitoring.dashboard.origins import SameOriginValidator
 from monitoring.events import DASHBOARD_GROUP
+from tests.personas import plain_user, session_id, viewer
 
 # The session and user are read on a worker thread, outside a test transaction.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,11 +51,8 @@ def fresh_layer():
         yield
 
 
-def session_cookie(username: str, *, staff: bool) -> bytes:
-    user = get_user_model().objects.create_user(username, is_staff=staff)
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
+def session_cookie(user) -> bytes:
+    return f"sessionid={session_id(user)}".encode()
 
 
 def communicator(cookie: bytes | None = None, origin: bytes = ORIGIN) -> WebsocketCommunicator:
@@ -81,7 +78,7 @@ def run(scenario):
 
 
 def test_it_lets_staff_in_and_pushes_a_switch_change():
-    cookie = session_cookie("olivia", staff=True)
+    cookie = session_cookie(viewer("olivia"))
 
     async def scenario():
         socket = communicator(cookie)
@@ -111,7 +108,7 @@ def test_it_lets_staff_in_and_pushes_a_switch_change():
 
 
 def test_it_forwards_every_dashboard_event_as_event_and_payload():
-    cookie = session_cookie("olivia", staff=True)
+    cookie = session_cookie(viewer("olivia"))
     published = [
         ("monitoring.snapshot", {"at": "2026-03-02T15:00:00+00:00", "minute": {}}),
         ("alert.transition", {"id": 7, "rule": "redis_connection_lost", "to": "firing"}),
@@ -142,7 +139,7 @@ def test_it_closes_anonymous_connections():
 
 
 def test_it_closes_connections_of_users_who_are_not_staff():
-    cookie = session_cookie("mark", staff=False)
+    cookie = session_cookie(plain_user("mark"))
 
     async def scenario():
         return await communicator(cookie).connect()
@@ -162,7 +159,7 @@ def test_it_closes_connections_of_users_who_are_not_staff():
     ],
 )
 def test_it_refuses_a_connection_from_another_origin(origin):
-    cookie = session_cookie("olivia", staff=True)
+    cookie = session_cookie(viewer("olivia"))
 
     async def scenario():
         connected, _ = await communicator(cookie, origin=origin).connect()
@@ -172,7 +169,7 @@ def test_it_refuses_a_connection_from_another_origin(origin):
 
 
 def test_it_accepts_an_origin_listed_as_trusted():
-    cookie = session_cookie("olivia", staff=True)
+    cookie = session_cookie(viewer("olivia"))
 
     async def scenario():
         socket = communicator(cookie, origin=b"https://ops.example.com")
@@ -185,7 +182,7 @@ def test_it_accepts_an_origin_listed_as_trusted():
 
 
 def test_it_answers_a_ping_through_the_channel_layer():
-    cookie = session_cookie("olivia", staff=True)
+    cookie = session_cookie(viewer("olivia"))
 
     async def scenario():
         socket = communicator(cookie)
@@ -199,7 +196,7 @@ def test_it_answers_a_ping_through_the_channel_layer():
 
 
 def test_it_leaves_the_dashboard_group_when_the_page_closes():
-    cookie = session_cookie("olivia", staff=True)
+    cookie = session_cookie(viewer("olivia"))
 
     async def scenario():
         layer = get_channel_layer()
@@ -213,7 +210,7 @@ def test_it_leaves_the_dashboard_group_when_the_page_closes():
 
 
 def test_it_closes_the_connection_when_the_channel_layer_is_down(monkeypatch):
-    cookie = session_cookie("olivia", staff=True)
+    cookie = session_cookie(viewer("olivia"))
 
     async def unavailable(*args, **kwargs):
         raise ConnectionError("channel layer Redis refused the connection")

@@ -10,17 +10,14 @@ from django.utils import timezone
 
 from monitoring.cache import switch
 from monitoring.models import Alert
-from tests.conftest import using_redis
-from tests.monitoring.test_dashboard_views import (
+from tests.monitoring.dashboard_support import (
     PINNED,
     TILES,
-    UNREACHABLE_REDIS,
-    client_for,
-    make_user,
     page,
 )
+from tests.personas import plain_user, signed_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_configured")]
 
 FRAGMENTS = ["health", "switch", "switch-badge", "alerts", "rollback-banner"]
 # Each fragment's queries: the session and the user (2), then what it shows.
@@ -40,25 +37,6 @@ CSRF_INPUT = re.compile(r'<input type="hidden" name="csrfmiddlewaretoken" value=
 # What two renders of the same state may differ in: the masked CSRF token, and the database's
 # latency as the health check measured it.
 VARYING = [(CSRF_INPUT, ""), (re.compile(r"\d+(\.\d+)? ms"), "N ms")]
-
-
-@pytest.fixture(autouse=True)
-def redis_configured():
-    """A runtime switch (REDIS_URL set, REDIS_ENABLED unset); no test here needs Redis itself."""
-    with using_redis(UNREACHABLE_REDIS), override_settings(REDIS_ENABLED=None):
-        yield
-
-
-@pytest.fixture
-def olivia():
-    """Staff, allowed to flip the switch."""
-    return client_for(make_user("olivia", may_flip=True))
-
-
-@pytest.fixture
-def sam():
-    """Staff, may look, may not flip."""
-    return client_for(make_user("sam"))
 
 
 def fragment(client, name: str):
@@ -91,7 +69,7 @@ def test_it_sends_anonymous_visitors_to_the_login_page_like_the_page(name):
 
 @pytest.mark.parametrize("name", FRAGMENTS)
 def test_it_forbids_logged_in_users_who_are_not_staff(name):
-    mark = client_for(make_user("mark", staff=False))
+    mark = signed_in(plain_user("mark"))
     response = fragment(mark, name)
     assert response.status_code == 403
     assert 'data-fragment="' not in response.content.decode()

@@ -10,7 +10,8 @@ from django.test import Client, override_settings
 from monitoring.metrics import store
 from monitoring.metrics.recorder import PROCESS_ID
 from monitoring.models import Alert, AlertTransition
-from tests.monitoring.metrics_support import TOKEN, bearer, make_member, make_staff, reset_metrics
+from tests.monitoring.metrics_support import TOKEN, bearer, reset_metrics
+from tests.personas import plain_user, signed_in, viewer
 
 pytestmark = pytest.mark.django_db
 
@@ -70,9 +71,9 @@ def request_as(persona: str, method: str, path: str):
     """Send the request as one of the personas; returns the response."""
     client, headers = Client(), {}
     if persona == "staff":
-        client.force_login(make_staff())
+        client = signed_in(viewer("olivia-ops"))
     elif persona == "member":
-        client.force_login(make_member())
+        client = signed_in(plain_user("mark-sales"))
     elif persona == "right token":
         headers = bearer()
     elif persona == "wrong token":
@@ -323,8 +324,7 @@ def test_it_acknowledges_an_alert_with_the_token(alerts):
 
 def test_it_refuses_a_session_acknowledgement_without_the_csrf_token(alerts):
     alert = alerts["redis_down"]
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(make_staff())
+    client = signed_in(viewer("olivia-ops"), enforce_csrf_checks=True)
 
     response = client.post(f"/api/monitoring/alerts/{alert.id}/ack", {"note": "on it"})
 
@@ -335,8 +335,7 @@ def test_it_refuses_a_session_acknowledgement_without_the_csrf_token(alerts):
 
 def test_it_acknowledges_with_a_session_and_its_csrf_token(alerts):
     alert = alerts["hit_rate_warning"]
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(make_staff())
+    client = signed_in(viewer("olivia-ops"), enforce_csrf_checks=True)
     assert client.get("/admin/").status_code == 200  # a page with a form sets the CSRF cookie
     csrf_token = client.cookies["csrftoken"].value
 

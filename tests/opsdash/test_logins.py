@@ -5,18 +5,18 @@ admin's alike; the window moving on lifts it."""
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from opsdash.models import LoginFailure
+from tests.personas import viewer
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def olivia():
-    return get_user_model().objects.create_user("olivia", password="right-password", is_staff=True)
+    return viewer("olivia", password="right-password")
 
 
 def sign_in(path: str, password: str, address: str = "203.0.113.7") -> bool:

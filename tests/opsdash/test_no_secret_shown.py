@@ -12,6 +12,7 @@ from django.urls import get_resolver
 from monitoring.cache import gate
 from tests.conftest import turn_caching, using_redis
 from tests.factories import make_org
+from tests.personas import signed_in, superuser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -50,17 +51,13 @@ def routed_paths() -> list[str]:
 
 
 def clients() -> dict[str, Client]:
-    from django.contrib.auth import get_user_model
-
-    staff = get_user_model().objects.create_superuser("root-admin", "", "pw")
-    signed_in = Client(raise_request_exception=False)
-    signed_in.force_login(staff)
+    staff = signed_in(superuser("root-admin", password="pw"), raise_request_exception=False)
     bearer = Client(
         raise_request_exception=False, HTTP_AUTHORIZATION=f"Bearer {SECRETS['MONITORING_TOKEN']}"
     )
     return {
         "anonymous": Client(raise_request_exception=False),
-        "staff": signed_in,
+        "staff": staff,
         "bearer": bearer,
     }
 
