@@ -17,7 +17,7 @@ from monitoring.models import Alert, CacheSwitch, Notification, Silence, SwitchA
 from tests.conftest import using_redis
 from tests.monitoring.evaluator_support import SlackCatcher
 from tests.monitoring.notification_support import channel_settings, deliver_all, slack, slack_only
-from tests.monitoring.test_dashboard_views import client_for, make_user
+from tests.personas import flipper, signed_in, viewer
 
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
 
@@ -150,16 +150,16 @@ def test_it_shows_a_banner_with_the_way_back_on_every_dashboard_page():
     with override_settings(AUTO_ROLLBACK="redis_lost"):
         rollback.consider(timezone.now())
     switch.view.refresh()
-    olivia = client_for(make_user("olivia", may_flip=True))
-    sam = client_for(make_user("sam"))
+    olivia = signed_in(flipper())
+    sam = signed_in(viewer())
     for path in ["/dashboard/", "/dashboard/alerts/", "/dashboard/switch/", "/dashboard/leads/"]:
         page = olivia.get(path).content.decode()
         assert "Caching was turned off automatically" in page, path
         assert "Turn caching back on…" in page, path
-    viewer = sam.get("/dashboard/alerts/").content.decode()
-    assert "Caching was turned off automatically" in viewer
-    assert "Turn caching back on…" not in viewer
-    assert "A person with the permission to flip the switch can turn it back on." in viewer
+    seen = sam.get("/dashboard/alerts/").content.decode()
+    assert "Caching was turned off automatically" in seen
+    assert "Turn caching back on…" not in seen
+    assert "A person with the permission to flip the switch can turn it back on." in seen
     response = olivia.post(
         "/dashboard/switch/flip", {"enabled": "on", "reason": "Redis is back after the upgrade"}
     )

@@ -10,7 +10,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from monitoring.models import Alert, Notification
-from tests.monitoring.test_dashboard_views import client_for, make_user, page
+from tests.monitoring.dashboard_support import page
+from tests.personas import signed_in, viewer
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +26,7 @@ def slack_configured():
 
 @pytest.fixture
 def sam():
-    return client_for(make_user("sam"))
+    return signed_in(viewer())
 
 
 def an_alert() -> Alert:

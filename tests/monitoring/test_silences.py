@@ -14,7 +14,7 @@ from django.utils import timezone
 from monitoring.alerts import silences
 from monitoring.models import Alert, Notification, Silence
 from tests.monitoring.notification_support import T0, channel_settings, fire, resolve
-from tests.monitoring.test_dashboard_views import client_for, make_user
+from tests.personas import flipper, signed_in, viewer
 
 pytestmark = pytest.mark.django_db
 
@@ -263,13 +263,13 @@ def test_it_answers_400_to_a_bad_silence(body, error):
 
 def test_it_needs_the_token_or_the_switch_permission_to_change_silences():
     assert api("post", "silences", {"reason": "x", "duration": "1h"}, token=None).status_code == 401
-    viewer = client_for(make_user("sam"))
-    refused = api("post", "silences", {"reason": "x", "duration": "1h"}, token=None, client=viewer)
+    sam = signed_in(viewer())
+    refused = api("post", "silences", {"reason": "x", "duration": "1h"}, token=None, client=sam)
     assert (refused.status_code, refused.json()) == (
         403,
         {"error": "needs the permission to flip the cache switch"},
     )
-    assert api("get", "silences", token=None, client=viewer).status_code == 200
+    assert api("get", "silences", token=None, client=sam).status_code == 200
     assert api("post", "silences/99/cancel").status_code == 404
     assert Silence.objects.count() == 0
 
@@ -278,7 +278,7 @@ def test_it_needs_the_token_or_the_switch_permission_to_change_silences():
 
 
 def test_it_creates_and_ends_a_silence_from_the_dashboard():
-    olivia = client_for(make_user("olivia", may_flip=True))
+    olivia = signed_in(flipper())
     form = {"rule": "redis_connection_lost", "reason": "failover drill", "duration": "45m"}
     response = olivia.post("/dashboard/silences/add", form)
     assert (response.status_code, response["Location"]) == (302, "/dashboard/silences/")
@@ -300,7 +300,7 @@ def test_it_creates_and_ends_a_silence_from_the_dashboard():
 
 
 def test_it_shows_the_form_again_with_the_error_for_a_bad_silence():
-    olivia = client_for(make_user("olivia", may_flip=True))
+    olivia = signed_in(flipper())
     response = olivia.post(
         "/dashboard/silences/add", {"rule": "", "reason": "x", "duration": "soon"}
     )
@@ -311,7 +311,7 @@ def test_it_shows_the_form_again_with_the_error_for_a_bad_silence():
 
 def test_it_lets_a_viewer_see_silences_but_not_change_them():
     silence(ends_at=timezone.now() + timedelta(hours=1))
-    sam = client_for(make_user("sam"))
+    sam = signed_in(viewer())
     page = sam.get("/dashboard/silences/").content.decode()
     assert "Redis upgrade" in page and "End now" not in page
     assert sam.post("/dashboard/silences/add", {"reason": "x", "duration": "1h"}).status_code == 403
@@ -323,6 +323,6 @@ def test_it_says_on_the_alerts_page_that_a_silence_covers_it():
         starts_at=timezone.now() - timedelta(minutes=1), ends_at=timezone.now() + timedelta(hours=1)
     )
     alert = fire(timezone.now()).alert
-    page = client_for(make_user("sam")).get(f"/dashboard/alerts/{alert.pk}/").content.decode()
+    page = signed_in(viewer()).get(f"/dashboard/alerts/{alert.pk}/").content.decode()
     assert f"silence #{quiet.pk}</a> until" in page
     assert "notifications silenced by silence #" in page
