@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import StringIO
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client, override_settings
 
@@ -168,6 +169,18 @@ def test_it_gives_each_alert_and_each_deployment_its_own_dedup_key(events_api):
         assert transports.dedup_key(7) == "opsdash-alert-7@staging.example.com/ops"
 
 
+def test_it_acknowledges_the_incident_when_staff_acknowledge_on_the_dashboard(events_api):
+    alert = fire().alert
+    deliver()
+    staff = Client()
+    staff.force_login(get_user_model().objects.create_superuser("root", "", "pw"))
+    answer = staff.post(f"/dashboard/alerts/{alert.id}/acknowledge", {"note": "on it"})
+    assert answer.status_code == 302
+    deliver()
+    assert events_api.actions() == ["trigger", "acknowledge"]
+    assert outbox()[-1] == ("pagerduty", "acknowledged", "sent", 1)
+
+
 def test_it_tells_only_pagerduty_of_an_acknowledgement(events_api):
     with override_settings(
         REDIS_ALERT_WEBHOOK_URL="https://hooks.slack.test/x", ALERT_EMAILS=["a@b.c"]
@@ -266,8 +279,6 @@ def test_it_never_shows_the_routing_key(events_api, caplog):
         'HTTP 400: {"message": "bad routing_key [routing key]"}',
         'HTTP 400: {"message": "bad routing_key [routing key]"}',
     ]
-    from django.contrib.auth import get_user_model
-
     staff = Client()
     staff.force_login(get_user_model().objects.create_superuser("root", "", "pw"))
     pages = [staff.get(f"/dashboard/alerts/{alert.id}/"), staff.get("/dashboard/")]
