@@ -347,6 +347,12 @@ MONITORING_LEASE_SECONDS = _positive_float("MONITORING_LEASE_SECONDS", default=6
 MONITORING_TOKEN = env.str("MONITORING_TOKEN", default="")
 REDIS_ALERT_WEBHOOK_URL = env.str("REDIS_ALERT_WEBHOOK_URL", default="")
 ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
+# PagerDuty Events API v2: the integration's routing key (a secret); the URL is PagerDuty's own
+# unless a proxy (or a test) stands in front of it.
+PAGERDUTY_ROUTING_KEY = env.str("PAGERDUTY_ROUTING_KEY", default="")
+PAGERDUTY_EVENTS_URL = env.str(
+    "PAGERDUTY_EVENTS_URL", default="https://events.pagerduty.com/v2/enqueue"
+)
 NOTIFICATION_TIMEOUT = _positive_float("NOTIFICATION_TIMEOUT", default=5.0)
 # Caching turned off by the system when a qualifying alert has fired this long: "off" (never),
 # "redis_lost" (the Redis connection alert), "critical" (any critical alert). Never turned on.

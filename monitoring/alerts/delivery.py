@@ -2,7 +2,8 @@
 Notification) one row at a time. A row is claimed in a short transaction (SKIP LOCKED where the
 database has it, and a compare-and-set on the claim everywhere), sent outside any transaction,
 then marked sent, given up on (a permanent error, or its last attempt), or put back with a
-doubling delay. A worker that dies mid-send leaves a claim that lapses, so another sends it."""
+doubling delay; it waits while an older row of its alert and channel is pending. A worker that
+dies mid-send leaves a claim that lapses, so another sends it."""
 
 import logging
 import threading
@@ -10,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from monitoring.alerts.notify import message_context
@@ -40,9 +41,17 @@ def claim(now: datetime) -> Notification | None:
     due = Q(status=Notification.Status.PENDING, due_at__lte=now) & (
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
     )
+    # One alert's messages reach a channel in the order they were written: a resolve that
+    # overtook its trigger's retry would leave a PagerDuty incident open for good.
+    earlier = Notification.objects.filter(
+        alert=OuterRef("alert"),
+        channel=OuterRef("channel"),
+        status=Notification.Status.PENDING,
+        id__lt=OuterRef("id"),
+    )
     until = now + timedelta(seconds=claim_seconds())
     with transaction.atomic():
-        rows = Notification.objects.filter(due).order_by("due_at", "id")
+        rows = Notification.objects.filter(due & ~Exists(earlier)).order_by("due_at", "id")
         if connection.features.has_select_for_update_skip_locked:
             rows = rows.select_for_update(skip_locked=True)
         notification = rows.select_related("alert").first()

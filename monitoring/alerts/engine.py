@@ -115,4 +115,7 @@ def acknowledge(alert_id: int, who: str, note: str, now: datetime) -> Alert:
         alert.acknowledged_by = who
         alert.acknowledgement_note = note[:500]
         alert.save(update_fields=["acknowledged_at", "acknowledged_by", "acknowledgement_note"])
+        if alert.state == Alert.State.FIRING:
+            # Only a firing alert was told; a pager (PagerDuty) then stops escalating it.
+            notify.enqueue_acknowledgement(alert, now)
     return alert

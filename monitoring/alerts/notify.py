@@ -1,7 +1,8 @@
-"""Telling people, first half: each transition that matters becomes one outbox row per
-configured channel, written in the transition's own transaction (monitoring.alerts.engine), so
-no alert is told twice or lost and the evaluator never waits on a transport. The delivery
-worker (monitoring.alerts.delivery) sends them."""
+"""Telling people, first half: each transition that matters, and each acknowledgement of a
+firing alert, becomes one outbox row per configured channel told of that event, written in the
+transition's (or the acknowledgement's) own transaction (monitoring.alerts.engine), so no alert
+is told twice or lost and the evaluator never waits on a transport. The delivery worker
+(monitoring.alerts.delivery) sends them."""
 
 from datetime import datetime
 
@@ -13,10 +14,12 @@ from monitoring.models import Alert, Notification, NotificationDelivery
 
 
 def enqueue(alert: Alert, event: str, value: float | None, now: datetime) -> list[Notification]:
-    """The outbox rows of one told transition ("firing" or "resolved"), due at once."""
+    """The outbox rows of one told event ("firing", "resolved", or "acknowledged"), due at once:
+    one per configured channel that is told of that event."""
     rows = [
         Notification(alert=alert, channel=t.name, event=event, value=value, due_at=now)
         for t in configured_transports()
+        if event in t.events
     ]
     return Notification.objects.bulk_create(rows)
 
@@ -29,6 +32,13 @@ def enqueue_transition(alert: Alert, to_state: str, value, now: datetime) -> lis
     if not Notification.objects.filter(alert=alert, event="firing").exists():
         return []
     return enqueue(alert, "resolved", value, now)
+
+
+def enqueue_acknowledgement(alert: Alert, now: datetime) -> list[Notification]:
+    """An acknowledgement, told where the firing was (not when a silence kept it quiet)."""
+    if not Notification.objects.filter(alert=alert, event="firing").exists():
+        return []
+    return enqueue(alert, "acknowledged", alert.value, now)
 
 
 def message_context(alert: Alert | None, event: str, value: float | None = None) -> dict:

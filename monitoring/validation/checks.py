@@ -232,8 +232,8 @@ def notifications(context: ValidationContext):
     names = [transport.name for transport in configured_transports()]
     if not names:
         return warned(
-            "no notification channel (REDIS_ALERT_WEBHOOK_URL, ALERT_EMAILS): alerts show on "
-            "the dashboard only"
+            "no notification channel (REDIS_ALERT_WEBHOOK_URL, ALERT_EMAILS, "
+            "PAGERDUTY_ROUTING_KEY): alerts show on the dashboard only"
         )
     failing = [c for c in delivery.channel_health() if c["failing"]]
     if failing:

@@ -22,7 +22,11 @@ SECRETS = {
     "ELEVENLABS_WEBHOOK_SECRET": "wh-3b5d7f9a1c2e4f6a",
     "TWILIO_AUTH_TOKEN": "tw-9e8d7c6b5a4f3e2d",
     "MONITORING_TOKEN": "mon-1a2b3c4d5e6f7a8b",
+    "PAGERDUTY_ROUTING_KEY": "pd-4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b",
 }
+# PagerDuty configured (its routing key above) but pointed at a port nothing listens on: no
+# request leaves this machine whatever a page does.
+UNREACHABLE_EVENTS_API = "http://127.0.0.1:1/v2/enqueue"
 REDIS_PASSWORD = "redis-pw-5f4e3d2c1b0a"
 # The stream never ends by itself: asked with a deadline elsewhere (test_stream).
 SKIPPED = {"api/monitoring/stream"}
@@ -66,7 +70,10 @@ def clients() -> dict[str, Client]:
 def test_it_shows_no_secret_anywhere(debug, caplog):
     caplog.set_level(logging.DEBUG)
     url = f"redis://app:{REDIS_PASSWORD}@127.0.0.1:1/0?password={REDIS_PASSWORD}"
-    with using_redis(url), override_settings(DEBUG=debug, **SECRETS):
+    with (
+        using_redis(url),
+        override_settings(DEBUG=debug, PAGERDUTY_EVENTS_URL=UNREACHABLE_EVENTS_API, **SECRETS),
+    ):
         gate.reset()
         turn_caching(True)
         make_org()
