@@ -109,6 +109,21 @@ class Lease(models.Model):
         return f"{self.name}: {self.holder} until {self.expires_at:%H:%M:%S}"
 
 
+class Incident(models.Model):
+    """Alerts that overlap in time: opened with the first alert while none is open, closed when
+    its last open alert resolves. Its page tells the whole story as one timeline."""
+
+    opened_at = models.DateTimeField(db_index=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    title = models.CharField(max_length=300)
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"incident #{self.pk}: {self.title}"
+
+
 class Alert(models.Model):
     class Severity(models.TextChoices):
         WARNING = "warning"
@@ -133,6 +148,9 @@ class Alert(models.Model):
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.CharField(max_length=150, blank=True)
     acknowledgement_note = models.CharField(max_length=500, blank=True)
+    incident = models.ForeignKey(
+        Incident, on_delete=models.SET_NULL, null=True, blank=True, related_name="alerts"
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -247,3 +265,38 @@ class Silence(models.Model):
 
     def __str__(self) -> str:
         return f"silence #{self.pk} of {self.rule or 'every rule'}: {self.reason}"
+
+
+class IncidentNote(models.Model):
+    """What a person wrote on an incident's timeline."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="notes")
+    at = models.DateTimeField(auto_now_add=True)
+    author = models.CharField(max_length=150)
+    text = models.CharField(max_length=2000)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.author} on incident #{self.incident_id}: {self.text[:50]}"
+
+
+class ProcessEvent(models.Model):
+    """An app or monitor process starting or exiting: the deploys and restarts on timelines
+    and charts."""
+
+    class Kind(models.TextChoices):
+        START = "start"
+        EXIT = "exit"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    process = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    role = models.CharField(max_length=16)  # "app" or "monitor"
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.process} {self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"

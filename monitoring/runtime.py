@@ -15,7 +15,9 @@ from django.db import DatabaseError
 from monitoring.alerts.delivery import DeliveryWorker
 from monitoring.alerts.evaluator import Evaluator
 from monitoring.cache import switch
+from monitoring.metrics.recorder import PROCESS_ID
 from monitoring.metrics.store import Flusher, flush
+from monitoring.models import ProcessEvent
 
 log = logging.getLogger(__name__)
 _started = threading.Lock()
@@ -27,7 +29,7 @@ def start() -> None:
     """An app process: monitoring too unless MONITORING_IN_APP=false gives it to `monitor`."""
     if not _started.acquire(blocking=False):
         return
-    state = _start_background(monitoring=settings.MONITORING_IN_APP)
+    state = _start_background(monitoring=settings.MONITORING_IN_APP, role="app")
     log.warning("opsdash started: %s", describe_setup(state))
 
 
@@ -35,10 +37,10 @@ def start_monitor() -> None:
     """`manage.py monitor`: the same background, with monitoring whatever MONITORING_IN_APP."""
     if not _started.acquire(blocking=False):
         return
-    _start_background(monitoring=True)
+    _start_background(monitoring=True, role="monitor")
 
 
-def _start_background(monitoring: bool) -> switch.SwitchState | None:
+def _start_background(monitoring: bool, role: str) -> switch.SwitchState | None:
     try:
         state = switch.view.refresh()
     except DatabaseError:
@@ -50,16 +52,28 @@ def _start_background(monitoring: bool) -> switch.SwitchState | None:
     for worker in workers:
         worker.start()
     _running[:] = workers
-    atexit.register(stop)
+    _note_process(ProcessEvent.Kind.START, role)
+    atexit.register(stop, role)
     return state
 
 
-def stop() -> None:
+def _note_process(kind: str, role: str) -> None:
+    """A start or an exit, for the timelines and charts (a deploy shows as exits and starts)."""
+    try:
+        ProcessEvent.objects.create(process=PROCESS_ID, kind=kind, role=role)
+    except DatabaseError:
+        log.warning("database unreachable: process %s not recorded", kind)
+
+
+def stop(role: str = "app") -> None:
     """Stop the background, write the last window, and hand the evaluator lease over at once
     (not after it lapses)."""
     workers, _running[:] = list(_running), []
+    if not workers:
+        return
     for worker in workers:
         worker.stop()
+    _note_process(ProcessEvent.Kind.EXIT, role)
     try:
         flush()
     except DatabaseError:

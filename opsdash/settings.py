@@ -354,6 +354,9 @@ PAGERDUTY_EVENTS_URL = env.str(
     "PAGERDUTY_EVENTS_URL", default="https://events.pagerduty.com/v2/enqueue"
 )
 NOTIFICATION_TIMEOUT = _positive_float("NOTIFICATION_TIMEOUT", default=5.0)
+# Where the rollout runbook (docs/ROLLOUT.md) is published; each alert links to its section.
+# Unset: the copy this app serves at /dashboard/runbook/.
+ALERT_RUNBOOK_URL = env.str("ALERT_RUNBOOK_URL", default="")
 # Caching turned off by the system when a qualifying alert has fired this long: "off" (never),
 # "redis_lost" (the Redis connection alert), "critical" (any critical alert). Never turned on.
 AUTO_ROLLBACK = _one_of("AUTO_ROLLBACK", ("off", "redis_lost", "critical"), default="off")

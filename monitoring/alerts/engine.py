@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db import IntegrityError, transaction
 
-from monitoring.alerts import notify, silences
+from monitoring.alerts import incidents, notify, silences
 from monitoring.alerts.rules import Rule, Sample
 from monitoring.models import Alert, AlertTransition
 
@@ -52,6 +52,9 @@ def step(rule: Rule, value: float | None, now: datetime) -> list[Transition]:
             threshold=rule.threshold,
             started_at=now,
             breaching_since=now,
+            incident=incidents.joined_by_new_alert(
+                rule.summary.format(threshold=rule.threshold), now
+            ),
         )
         opened = [_move(alert, "", Alert.State.PENDING, value, now)]
         return opened + _fire_if_due(rule, alert, value, now)
@@ -91,6 +94,7 @@ def _resolve(alert: Alert, value, now, note: str = "") -> Transition:
     alert.state = Alert.State.RESOLVED
     alert.resolved_at = now
     alert.save(update_fields=["state", "resolved_at", "value"])
+    incidents.close_if_over(alert.incident_id, now)
     return _move(alert, before, Alert.State.RESOLVED, value, now, note)
 
 

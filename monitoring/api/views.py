@@ -1,12 +1,13 @@
 """Thin views over the health, metrics and alert services."""
 
 import json
+from datetime import timedelta
 
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST, require_safe
 
-from monitoring.alerts import engine
+from monitoring.alerts import engine, incidents
 from monitoring.api import health
 from monitoring.api.access import actor, monitoring_access
 from monitoring.api.alerts import alert_list
@@ -90,7 +91,10 @@ def metric_series(request: HttpRequest) -> JsonResponse:
         return JsonResponse(
             {"error": "minutes must be 1 to 60 and step 5 to 300 (seconds)"}, status=400
         )
-    return JsonResponse(series(minutes, step))
+    body = series(minutes, step)
+    now = timezone.now()
+    body["marks"] = incidents.chart_marks(now - timedelta(minutes=minutes), now)
+    return JsonResponse(body)
 
 
 @require_GET

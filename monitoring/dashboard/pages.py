@@ -1,7 +1,9 @@
 """What the dashboard pages show, assembled from the monitoring services (no requests here)."""
 
+import functools
 from dataclasses import dataclass, field
 
+import markdown
 from django.conf import settings
 from django.utils import timezone
 
@@ -188,3 +190,10 @@ DETAILS = {
 
 def megabytes(n: int) -> str:
     return f"{n / 1048576:.1f}"
+
+
+@functools.cache
+def runbook_html() -> str:
+    """docs/ROLLOUT.md as HTML, each heading with the anchor the rules' links point at."""
+    text = (settings.BASE_DIR / "docs" / "ROLLOUT.md").read_text()
+    return markdown.markdown(text, extensions=["toc", "fenced_code", "tables"])

@@ -10,7 +10,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from monitoring.alerts import engine, silences
+from monitoring.alerts import engine, incidents, runbook, silences
 from monitoring.api.alerts import filtered_alerts
 from monitoring.cache import controls, switch
 from monitoring.dashboard import pages
@@ -22,10 +22,11 @@ from monitoring.dashboard.forms import (
     SilenceForm,
     SwitchForm,
 )
-from monitoring.models import Alert, Silence, SwitchAudit
+from monitoring.models import Alert, Incident, Silence, SwitchAudit
 
 ALERTS_SHOWN = 200
 SILENCES_PAST_SHOWN = 20
+INCIDENTS_SHOWN = 50
 AUDIT_PAGE_SIZE = 50
 
 
@@ -100,6 +101,7 @@ def alert_detail(request: HttpRequest, alert_id: int) -> HttpResponse:
     silence = silences.covering(alert.rule, now)
     context = {
         "alert": alert,
+        "runbook_url": runbook.link(alert.rule),
         "silenced_by": silence,
         "silenced_until": silences.window_at(silence, now)[1] if silence else None,
     }
@@ -220,6 +222,43 @@ def cancel_silence(request: HttpRequest, silence_id: int) -> HttpResponse:
         raise Http404(f"no silence {silence_id}") from None
     messages.success(request, f"Silence #{silence.pk} ended.")
     return redirect("dashboard:silences")
+
+
+@require_GET
+@staff_required
+def incident_list(request: HttpRequest) -> HttpResponse:
+    context = {"incidents": incidents.recent(INCIDENTS_SHOWN)}
+    return render(request, "monitoring/dashboard/incidents.html", context)
+
+
+@require_GET
+@staff_required
+def incident_detail(request: HttpRequest, incident_id: int) -> HttpResponse:
+    incident = get_object_or_404(Incident.objects.prefetch_related("alerts"), pk=incident_id)
+    context = {
+        "incident": incident,
+        "timeline": incidents.timeline(incident),
+        "runbooks": sorted({(a.rule, runbook.link(a.rule)) for a in incident.alerts.all()}),
+    }
+    return render(request, "monitoring/dashboard/incident_detail.html", context)
+
+
+@require_POST
+@staff_required
+def add_incident_note(request: HttpRequest, incident_id: int) -> HttpResponse:
+    try:
+        incidents.add_note(incident_id, request.user.get_username(), request.POST.get("text", ""))
+    except Incident.DoesNotExist:
+        raise Http404(f"no incident {incident_id}") from None
+    except ValueError as exc:
+        messages.error(request, f"Nothing added: {exc}.")
+    return redirect("dashboard:incident-detail", incident_id=incident_id)
+
+
+@require_GET
+@staff_required
+def runbook_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "monitoring/dashboard/runbook.html", {"html": pages.runbook_html()})
 
 
 def _back_to_switch() -> HttpResponse:

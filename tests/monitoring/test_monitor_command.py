@@ -213,11 +213,11 @@ def test_it_is_a_complete_monitoring_process(slack_catcher):
 def test_it_leaves_monitoring_out_of_an_app_process_that_gives_it_to_monitor():
     with override_settings(MONITORING_IN_APP=False):
         assert runtime.describe_monitoring() == "in `manage.py monitor` (MONITORING_IN_APP=false)"
-        runtime._start_background(monitoring=False)
+        runtime._start_background(monitoring=False, role="app")
         names = sorted(worker.name for worker in runtime._running)
         runtime.stop()
     assert names == ["opsdash-metrics-flusher", "opsdash-switch-refresher"]
-    runtime._start_background(monitoring=True)
+    runtime._start_background(monitoring=True, role="monitor")
     names = sorted(worker.name for worker in runtime._running)
     runtime.stop()
     assert names == [

@@ -35,7 +35,7 @@ class Command(BaseCommand):
         runtime.start_monitor()
         self.stdout.write(f"evaluator {PROCESS_ID} running (Ctrl-C stops)")
         done.wait()
-        runtime.stop()
+        runtime.stop(role="monitor")
         self.stdout.write("evaluator stopped")
 
     def once(self) -> None:

@@ -68,6 +68,29 @@
     return { d: d.trim(), end: end };
   }
 
+  /* Switch flips and deploys as thin vertical lines, incidents as a band, each titled. */
+  function drawMarks(svg, spec) {
+    var span = Math.max(1, spec.to - spec.from);
+    (spec.marks || []).forEach(function (m) {
+      var end = m.kind === "incident" ? (m.until || spec.to) : m.at;
+      if (end < spec.from || m.at > spec.to) {
+        return;
+      }
+      var x1 = (Math.max(m.at, spec.from) - spec.from) / span * WIDTH;
+      var x2 = (Math.min(end, spec.to) - spec.from) / span * WIDTH;
+      var shape = document.createElementNS(SVG, "rect");
+      shape.setAttribute("x", x1.toFixed(1));
+      shape.setAttribute("y", "0");
+      shape.setAttribute("width", Math.max(1.5, x2 - x1).toFixed(1));
+      shape.setAttribute("height", String(HEIGHT));
+      shape.setAttribute("class", "mark mark--" + m.kind);
+      var title = document.createElementNS(SVG, "title");
+      title.textContent = m.label;
+      shape.appendChild(title);
+      svg.appendChild(shape);
+    });
+  }
+
   function drawSvg(svg, spec, top) {
     while (svg.firstChild) {
       svg.removeChild(svg.firstChild);
@@ -82,6 +105,7 @@
       grid.setAttribute("class", "grid");
       svg.appendChild(grid);
     });
+    drawMarks(svg, spec);
     spec.series.forEach(function (s, i) {
       var drawn = path(s.points, spec, top);
       if (!drawn.end) {

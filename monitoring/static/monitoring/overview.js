@@ -235,6 +235,9 @@
     });
   }
 
+  // Switch flips, incidents and deploys of the charts' window, from the series' answer.
+  var marks = [];
+
   function draw() {
     var to = Date.now();
     var from = to - WINDOW_MS;
@@ -250,6 +253,7 @@
         max: def.max,
         format: formatter(figure, def.digits),
         series: seriesFor(figure, def),
+        marks: marks,
       });
     });
     drawGroups(from, to);
@@ -264,6 +268,9 @@
         return p.live;
       });
       points = doc.points.map(fromSeries).concat(recent);
+      marks = (doc.marks || []).map(function (m) {
+        return { at: Date.parse(m.at), until: m.until ? Date.parse(m.until) : null, kind: m.kind, label: m.label };
+      });
       draw();
     });
   }
