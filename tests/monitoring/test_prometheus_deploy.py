@@ -4,6 +4,8 @@ names that /metrics exposes."""
 
 import json
 import re
+import shutil
+import subprocess
 
 import pytest
 import yaml
@@ -16,9 +18,11 @@ from monitoring.cache import gate
 from monitoring.dashboard.pages import CHARTS
 from monitoring.metrics import store
 from monitoring.metrics.recorder import recorder
+from tests.conftest import missing_service
 from tests.monitoring.metrics_support import ROOT, TOKEN, bearer, reset_metrics
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "opsdash.json"
 KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 
@@ -149,3 +153,31 @@ def test_it_asks_only_for_metric_names_that_metrics_exposes(shared_redis):
         "opsdash_request_duration_seconds_sum",
         "opsdash_requests_total",
     }
+
+
+def promtool(*args: str) -> None:
+    path = shutil.which("promtool")
+    if path is None:
+        missing_service("promtool (Debian's prometheus package)")
+    result = subprocess.run([path, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_it_passes_promtool_on_the_rules_and_their_unit_tests():
+    promtool("check", "rules", str(ALERTS))
+    promtool("test", "rules", str(ALERTS_TEST))
+
+
+def test_it_writes_the_dashboard_queries_in_valid_promql(tmp_path):
+    """promtool parses each panel's query as a recording rule (Grafana's variables given
+    values), so a typo in the dashboard fails here, not in someone's Grafana."""
+    rules = [
+        {"record": f"opsdash_dashboard:panel{panel['id']}:{target['refId']}", "expr": expr}
+        for panel in dashboard()["panels"]
+        for target in panel["targets"]
+        for expr in [target["expr"].replace("$__rate_interval", "1m").replace("$job", "opsdash")]
+    ]
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+
+    promtool("check", "rules", str(path))
