@@ -98,6 +98,19 @@ class MetricWindow(models.Model):
         return f"{self.process} {self.started_at:%H:%M:%S}-{self.ended_at:%H:%M:%S}"
 
 
+class MetricBaseline(models.Model):
+    """What every deleted metric window counted, as integer totals (see
+    monitoring.metrics.totals): /metrics adds it to the windows still stored, so a counter there
+    never goes down when old windows are pruned. One row; it only ever grows."""
+
+    name = models.CharField(max_length=20, primary_key=True)
+    totals = models.JSONField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} (updated {self.updated_at:%Y-%m-%d %H:%M:%S})"
+
+
 class Lease(models.Model):
     """Who runs a one-per-deployment job (the alert evaluator) until when."""
 

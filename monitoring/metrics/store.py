@@ -6,11 +6,12 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from monitoring import counters
 from monitoring.cache import gate
+from monitoring.metrics import totals
 from monitoring.metrics.recorder import PROCESS_ID, recorder
 from monitoring.models import MetricWindow
 
@@ -60,9 +61,19 @@ def flush() -> MetricWindow | None:
 
 
 def prune() -> int:
+    """Delete the windows older than the retention, their counts moved into the baseline in the
+    same transaction (the /metrics counters must not go down)."""
     cutoff = timezone.now() - timedelta(hours=settings.METRICS_RETENTION_HOURS)
-    deleted, _ = MetricWindow.objects.filter(ended_at__lt=cutoff).delete()
-    return deleted
+    with transaction.atomic():
+        baseline = totals.lock_baseline()
+        expired = list(MetricWindow.objects.filter(ended_at__lt=cutoff).values_list("pk", "data"))
+        if not expired:
+            return 0
+        totals.absorb(baseline, [totals.window_totals(data) for _, data in expired])
+        # By key, not by age: a window written meanwhile by a process whose clock is behind
+        # was not counted into the baseline and must stay.
+        MetricWindow.objects.filter(pk__in=[pk for pk, _ in expired]).delete()
+    return len(expired)
 
 
 def windows_since(since: datetime) -> list[MetricWindow]:

@@ -1,16 +1,24 @@
 """GET /metrics: Prometheus' text format, with the requests served by route group and status,
-cumulative latency histograms, cache counters by namespace, the switch and the open alerts."""
+cumulative latency histograms, cache counters by namespace, the switch and the open alerts;
+counters that survive the pruning of old windows, label values escaped, OpenMetrics on demand."""
 
 import re
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client, override_settings
+from django.utils import timezone
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.cache import gate
 from monitoring.metrics import store
 from monitoring.metrics.recorder import LATENCY_BUCKETS_MS, recorder
-from monitoring.models import Alert
+from monitoring.models import Alert, MetricBaseline, MetricWindow
 from tests.conftest import turn_caching
 from tests.monitoring.metrics_support import TOKEN, bearer, reset_metrics
 
@@ -46,6 +54,27 @@ def parse(text: str) -> list[tuple[str, dict[str, str], float]]:
         labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"', match["labels"] or ""))
         samples.append((match["name"], labels, float(match["value"])))
     return samples
+
+
+COUNTERS = (
+    "opsdash_requests_total",
+    "opsdash_request_duration_seconds_bucket",
+    "opsdash_request_duration_seconds_count",
+    "opsdash_request_duration_seconds_sum",
+    "opsdash_cache_operations_total",
+    "opsdash_cache_redis_calls_total",
+    "opsdash_cache_redis_seconds_total",
+)
+
+
+def counter_samples(text: str) -> dict[tuple, float]:
+    """Every counter sample by (name, labels), read by the library's own parser."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in COUNTERS
+    }
 
 
 def values(samples, name: str, **labels: str) -> list[float]:
@@ -234,3 +263,121 @@ def test_it_declares_every_metric_family_once_before_its_samples():
             assert family in typed, f"{name} sampled before its # TYPE line"
             if family != name:
                 assert typed[family] == "histogram"
+
+
+# --- counters across pruning ----------------------------------------------------------------
+
+
+def record_traffic(latency: float) -> None:
+    """Requests and cache figures with latencies that are no exact binary fractions."""
+    recorder.record("webhook_sms", 200, latency, 1)
+    recorder.record("webhook_sms", 503, latency * 3, 1)
+    recorder.record("dashboard", 200, latency * 7, 2)
+    gate.stats.count("leads", "hits", 5)
+    gate.stats.count("leads", "misses")
+    gate.stats.redis_call("leads", latency / 10)
+    gate.stats.redis_call("ctx", latency / 30)
+
+
+def flush_aged(hours: float) -> MetricWindow:
+    """Flush what was recorded as a window that ended `hours` ago."""
+    row = store.flush()
+    ended = timezone.now() - timedelta(hours=hours)
+    MetricWindow.objects.filter(pk=row.pk).update(started_at=ended, ended_at=ended)
+    return row
+
+
+@override_settings(METRICS_RETENTION_HOURS=2)
+def test_it_keeps_every_counter_exactly_when_old_windows_are_pruned():
+    for latency, hours in ((0.0123, 5), (0.0417, 3), (0.0071, 1)):
+        record_traffic(latency)
+        flush_aged(hours)
+    before = counter_samples(scrape()[0])
+
+    assert store.prune() == 2
+
+    assert MetricWindow.objects.count() == 1
+    after = counter_samples(scrape()[0])
+    assert after == before
+    assert after[("opsdash_requests_total", (("group", "webhook_sms"), ("status", "5xx")))] == 3
+    # 86.1 + 291.9 + 49.7 ms, each window's sum kept in whole microseconds
+    assert after[("opsdash_request_duration_seconds_sum", (("group", "dashboard"),))] == 0.4277
+    hits = ("opsdash_cache_operations_total", (("namespace", "leads"), ("outcome", "hits")))
+    assert after[hits] == 15
+    assert store.prune() == 0
+    assert counter_samples(scrape()[0]) == before
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(METRICS_RETENTION_HOURS=2)
+def test_it_counts_a_window_once_when_two_processes_prune_together():
+    assert store.prune() == 0  # the baseline row exists: only its lock keeps the two apart
+    for latency in (0.0123, 0.0417, 0.0071, 0.0333):
+        record_traffic(latency)
+        flush_aged(3)
+    before = counter_samples(scrape()[0])
+    start = threading.Barrier(2)
+    deleted = []
+
+    def prune_when_both_are_ready():
+        try:
+            start.wait()
+            deleted.append(store.prune())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=prune_when_both_are_ready) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(deleted) == [0, 4]
+    assert MetricWindow.objects.count() == 0
+    assert MetricBaseline.objects.count() == 1
+    assert counter_samples(scrape()[0]) == before
+
+
+# --- the library's format -------------------------------------------------------------------
+
+HOSTILE = 'ops "night" \\ shift\nsecond line'
+
+
+def test_it_escapes_hostile_label_values():
+    recorder.record(HOSTILE, 200, 0.004, 0)
+    gate.stats.count(HOSTILE, "hits", 2)
+    store.flush()
+
+    text, _ = scrape()  # every line still parses as one sample
+
+    assert 'group="ops \\"night\\" \\\\ shift\\nsecond line",status="2xx"} 1.0' in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert [s.labels for s in families["opsdash_requests"].samples] == [
+        {"group": HOSTILE, "status": "2xx"}
+    ]
+    hits = [
+        s for s in families["opsdash_cache_operations"].samples if s.labels["outcome"] == "hits"
+    ]
+    assert [(s.labels["namespace"], s.value) for s in hits] == [(HOSTILE, 2)]
+
+
+def test_it_answers_openmetrics_to_a_scraper_that_asks_for_it():
+    serve_some_requests()
+    store.flush()
+    accept = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3"
+
+    response = Client().get("/metrics", headers=bearer() | {"Accept": accept})
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == (
+        "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"
+    )
+    text = response.content.decode()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in openmetrics_families(text)}
+    assert families["opsdash_requests"].type == "counter"
+    served = {
+        (s.labels["group"], s.labels["status"]): s.value
+        for s in families["opsdash_requests"].samples
+    }
+    assert served == {("other", "4xx"): 2, ("webhook_sms", "4xx"): 3, ("monitoring_api", "2xx"): 1}
