@@ -7,7 +7,6 @@ charts and it sees every flip of the switch."""
 import atexit
 import logging
 import threading
-from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -15,9 +14,10 @@ from django.db import DatabaseError
 from monitoring.alerts.delivery import DeliveryWorker
 from monitoring.alerts.evaluator import Evaluator
 from monitoring.cache import switch
-from monitoring.metrics.recorder import PROCESS_ID
+from monitoring.identity import PROCESS_ID
 from monitoring.metrics.store import Flusher, flush
 from monitoring.models import ProcessEvent
+from monitoring.redaction import masked_url
 
 log = logging.getLogger(__name__)
 _started = threading.Lock()
@@ -107,34 +107,3 @@ def describe_cache(state: switch.SwitchState | None) -> str:
         return f"Redis at {where}, caching pinned off by REDIS_ENABLED=false"
     caching = "on" if state.enabled else "off"
     return f"Redis at {where}, caching {caching} (generation {state.generation})"
-
-
-def masked_url(url: str) -> str:
-    """The URL without its credentials, fit for logs and pages: a password in the user info
-    (`redis://user:secret@host`) or the query (`unix:///run/redis.sock?password=secret`), and
-    a user name given in the query, each shown as ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        netloc = f"{userinfo}@{host}"
-    query = "&".join(_masked_query_item(item) for item in parts.query.split("&"))
-    slashes = "//" if url[len(parts.scheme) + 1 :].startswith("//") else ""
-    masked = f"{parts.scheme}:{slashes}{netloc}{parts.path}"
-    if parts.query:
-        masked += f"?{query}"
-    if parts.fragment:
-        masked += f"#{parts.fragment}"
-    return masked
-
-
-_CREDENTIAL_NAMES = {"password", "username", "user", "pass", "auth"}
-
-
-def _masked_query_item(item: str) -> str:
-    name, sep, _ = item.partition("=")
-    if sep and unquote(name).lower() in _CREDENTIAL_NAMES:
-        return f"{name}=***"
-    return item

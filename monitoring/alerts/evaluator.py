@@ -13,9 +13,9 @@ from monitoring import events
 from monitoring.alerts import engine, lease, rollback
 from monitoring.alerts.rules import Sample, default_rules
 from monitoring.cache import gate, writers
+from monitoring.identity import PROCESS_ID
 from monitoring.metrics import store
 from monitoring.metrics.aggregate import aggregate
-from monitoring.metrics.recorder import PROCESS_ID
 
 log = logging.getLogger(__name__)
 LEASE = "evaluator"

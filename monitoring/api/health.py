@@ -12,7 +12,7 @@ from monitoring import events
 from monitoring.alerts import delivery, lease
 from monitoring.alerts.evaluator import LEASE
 from monitoring.cache import gate, switch
-from monitoring.runtime import masked_url
+from monitoring.redaction import masked_url
 
 ORDER = {"pass": 0, "warn": 1, "fail": 2}
 

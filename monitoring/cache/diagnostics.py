@@ -33,7 +33,7 @@ from monitoring.cache.switch import (
     read_state,
     why_unavailable,
 )
-from monitoring.runtime import masked_url
+from monitoring.redaction import masked_url
 
 # Causes, named for people reading a runbook: "<cause>: <what to do>".
 NOT_CONFIGURED = "no REDIS_URL configured"

@@ -38,7 +38,7 @@ from monitoring.cache.breaker import CircuitBreaker
 from monitoring.cache.connection import async_client, identity_of
 from monitoring.cache.entries import Namespace, as_namespace, nonces
 from monitoring.cache.stats import GateStats
-from monitoring.metrics.recorder import PROCESS_ID
+from monitoring.identity import PROCESS_ID
 from monitoring.models import SwitchAudit
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,6 @@
 is a few dictionary updates under a lock (microseconds, no I/O)."""
 
 import bisect
-import os
-import socket
 import threading
 import time
 from contextvars import ContextVar
@@ -11,7 +9,6 @@ from dataclasses import dataclass
 
 # Upper bounds (milliseconds) of the latency histogram's buckets; the last is unbounded.
 LATENCY_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 150, 200, 300, 500, 1000, 2000, 5000]
-PROCESS_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass

@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from monitoring import counters
 from monitoring.cache import gate
+from monitoring.identity import PROCESS_ID
 from monitoring.metrics import totals
-from monitoring.metrics.recorder import PROCESS_ID, recorder
+from monitoring.metrics.recorder import recorder
 from monitoring.models import MetricWindow
 
 log = logging.getLogger(__name__)

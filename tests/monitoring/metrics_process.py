@@ -14,8 +14,9 @@ def main(name: str, n: int) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opsdash.settings")
     django.setup()
     from monitoring.cache import gate
+    from monitoring.identity import PROCESS_ID
     from monitoring.metrics import store
-    from monitoring.metrics.recorder import PROCESS_ID, recorder
+    from monitoring.metrics.recorder import recorder
 
     for i in range(n):
         recorder.record("webhook_sms", 200, 0.004 + i / 1000, 2)

@@ -12,9 +12,10 @@ from django.utils import timezone
 
 from monitoring import counters
 from monitoring.cache import gate
+from monitoring.identity import PROCESS_ID
 from monitoring.metrics import store
 from monitoring.metrics.aggregate import aggregate, percentile
-from monitoring.metrics.recorder import LATENCY_BUCKETS_MS, PROCESS_ID, recorder
+from monitoring.metrics.recorder import LATENCY_BUCKETS_MS, recorder
 from monitoring.models import MetricWindow
 from tests.monitoring.metrics_support import ROOT, reset_metrics, subprocess_environment
 

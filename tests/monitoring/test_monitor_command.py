@@ -18,7 +18,7 @@ from django.utils import timezone
 from monitoring import runtime
 from monitoring.alerts.evaluator import LEASE
 from monitoring.cache import controls, switch
-from monitoring.metrics.recorder import PROCESS_ID
+from monitoring.identity import PROCESS_ID
 from monitoring.models import Alert, Lease, MetricWindow, Notification
 from tests.conftest import using_redis
 from tests.monitoring.evaluator_support import SlackCatcher, evaluator_environment, wait_for

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import Client, override_settings
 
+from monitoring.identity import PROCESS_ID
 from monitoring.metrics import store
-from monitoring.metrics.recorder import PROCESS_ID
 from monitoring.models import Alert, AlertTransition
 from tests.monitoring.metrics_support import TOKEN, bearer, reset_metrics
 from tests.personas import plain_user, signed_in, viewer

@@ -25,7 +25,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from monitoring.cache import gate
-from monitoring.runtime import masked_url
+from monitoring.redaction import masked_url
 from tests.conftest import missing_service
 from tests.monitoring.test_switch import ROOT, subprocess_environment
 from tests.redis_servers import RedisServer, free_port, redis_server_binary

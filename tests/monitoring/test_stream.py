@@ -11,8 +11,9 @@ from django.test import AsyncClient, override_settings
 
 from monitoring import events
 from monitoring.api.stream import event_stream
+from monitoring.identity import PROCESS_ID
 from monitoring.metrics import store
-from monitoring.metrics.recorder import PROCESS_ID, recorder
+from monitoring.metrics.recorder import recorder
 from tests.monitoring.metrics_support import TOKEN, bearer, parse_sse, reset_metrics
 
 # The stream reads the database from asgiref's executor thread, outside the test's transaction.

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
 from django.test import Client, override_settings
 
-from monitoring.runtime import masked_url
+from monitoring.redaction import masked_url
 from opsdash.management.commands import serve
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from monitoring import runtime
 from monitoring.alerts import delivery
 from monitoring.alerts.evaluator import Evaluator
-from monitoring.metrics.recorder import PROCESS_ID
+from monitoring.identity import PROCESS_ID
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from monitoring import validation
-from monitoring.runtime import masked_url
+from monitoring.redaction import masked_url
 
 STATUS_LABELS = {
     validation.PASS: "PASS",
