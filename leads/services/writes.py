@@ -25,6 +25,23 @@ def find_or_create_lead(organization_id: int, phone: str) -> tuple[dict, bool]:
     return lead_snapshot(lead), created
 
 
+def lead_id_for(organization_id: int, phone: str) -> int:
+    """The id of the organization's lead for `phone` (any format), created if new: a cached
+    lookup, else one upsert (no read before it, no savepoint: a concurrent creation of the
+    same lead is the conflict it resolves)."""
+    phone = normalize_phone(phone)
+    found = cached_lead(organization_id, phone)
+    if found is not None:
+        return found["id"]
+    (lead,) = Lead.objects.bulk_create(
+        [Lead(organization_id=organization_id, phone=phone)],
+        update_conflicts=True,
+        unique_fields=["organization", "phone"],
+        update_fields=["phone"],
+    )
+    return lead.id
+
+
 def update_lead(lead_id: int, **changes) -> Lead:
     unknown = set(changes) - LEAD_FIELDS
     if unknown:
@@ -97,19 +114,40 @@ def add_message(
     """Append a message to a conversation; a customer's or agent's message is a contact."""
     with transaction.atomic():
         conversation = Conversation.objects.select_related("lead").get(pk=conversation_id)
-        lead = conversation.lead
-        message = Message.objects.create(
-            conversation=conversation,
-            lead=lead,
-            role=role,
-            body=body,
+        return append_message(
+            conversation,
+            role,
+            body,
             provider_message_id=provider_message_id,
             delivery_status=delivery_status,
-            created_at=created_at or timezone.now(),
+            created_at=created_at,
         )
-        if role != Message.Role.SYSTEM and (
-            lead.last_contact_at is None or message.created_at > lead.last_contact_at
-        ):
-            lead.last_contact_at = message.created_at
-            lead.save(update_fields=["last_contact_at", "updated_at"])
+
+
+def append_message(
+    conversation: Conversation,
+    role: str,
+    body: str,
+    *,
+    provider_message_id: str | None = None,
+    delivery_status: str = "",
+    created_at: datetime | None = None,
+) -> Message:
+    """`add_message` for a conversation loaded with its lead, in the caller's transaction: the
+    message inserted and the lead's last contact moved forward, nothing read."""
+    lead = conversation.lead
+    message = Message.objects.create(
+        conversation=conversation,
+        lead=lead,
+        role=role,
+        body=body,
+        provider_message_id=provider_message_id,
+        delivery_status=delivery_status,
+        created_at=created_at or timezone.now(),
+    )
+    if role != Message.Role.SYSTEM and (
+        lead.last_contact_at is None or message.created_at > lead.last_contact_at
+    ):
+        lead.last_contact_at = message.created_at
+        lead.save(update_fields=["last_contact_at", "updated_at"])
     return message

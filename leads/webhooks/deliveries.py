@@ -7,11 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from leads.models import WebhookEvent
+from leads.services import rewarm
+from leads.webhooks.deferred import writer
 from monitoring import counters
 
 log = logging.getLogger(__name__)
@@ -25,10 +27,81 @@ class Outcome:
     duplicate: bool = False
     failed: bool = False
     result: Any = None
+    repeated: bool = False  # recorded before, and done: nothing was run
 
 
 class Ignored(Exception):
     """Raised by a handler for a delivery that is accepted but deliberately not acted on."""
+
+
+def receive(
+    provider: str, event_type: str, key: str, payload: dict, handler: Callable[[dict], Any]
+) -> Outcome:
+    """Record a delivery and run its handler once, with the caller's re-warm left to the
+    background writer. A new delivery costs one transaction: its row inserted already done
+    (the insert is also the idempotency check: a concurrent copy waits on it, then finds the
+    row) and the handler's writes. Anything else (a delivery seen before, a handler failure,
+    which rolls that transaction back) goes through `record` and `process`, which count a
+    duplicate, process a failed delivery again, and keep a failure with its error. Raises
+    DatabaseError only when the delivery could not be recorded at all."""
+    with rewarm.deferred_to(writer.submit):
+        try:
+            outcome = _in_one_transaction(provider, event_type, key, payload, handler)
+        except Exception:  # noqa: BLE001 - rolled back; recorded with its error just below
+            outcome = None
+        if outcome is not None:
+            counters.increment(f"webhook.{provider}.{outcome.event.status}")
+            return outcome
+        event, duplicate = record(provider, event_type, key, payload)
+        if duplicate:
+            return Outcome(event, repeated=True)
+        return process(event, handler)
+
+
+def _in_one_transaction(provider, event_type, key, payload, handler) -> Outcome | None:
+    """None when the delivery is recorded already (nothing written)."""
+    with transaction.atomic():
+        event = _insert_new(
+            WebhookEvent(
+                provider=provider,
+                event_type=event_type,
+                idempotency_key=key,
+                payload=payload,
+                status=WebhookEvent.Status.PROCESSED,
+                attempts=1,
+                processed_at=timezone.now(),
+            )
+        )
+        if event is None:
+            return None
+        try:
+            result = handler(payload)
+        except Ignored as why:
+            result, event.status, event.error = None, WebhookEvent.Status.IGNORED, str(why)
+            event.save(update_fields=["status", "error"])
+    return Outcome(event, result=result)
+
+
+def _insert_new(event: WebhookEvent) -> WebhookEvent | None:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the event with its id, or None when a
+    row with its delivery key exists (the ORM's own conflict handling returns no id)."""
+    meta = WebhookEvent._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    values = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in fields]
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
+        f" VALUES ({', '.join(['%s'] * len(fields))})"
+        f" ON CONFLICT DO NOTHING RETURNING {quote(meta.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    event.pk = row[0]
+    event._state.adding = False
+    return event
 
 
 def record(provider: str, event_type: str, key: str, payload: dict) -> tuple[WebhookEvent, bool]:
