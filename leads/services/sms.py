@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from leads.models import Conversation, Lead, Message
 from leads.services.reads import organization_for_number
-from leads.services.writes import append_message, lead_id_for
+from leads.services.writes import add_message, lead_id_for
 
 # A text within this long of the thread's last message continues it; later ones start a new one.
 THREAD_WINDOW = timedelta(hours=24)
@@ -60,7 +60,7 @@ def receive_text(to: str, sender: str, body: str, message_sid: str) -> tuple[Mes
 
 
 def _store_text(org: dict, thread: Conversation, body: str, message_sid: str):
-    message = append_message(
+    message = add_message(
         thread,
         Message.Role.CUSTOMER,
         body,
@@ -69,7 +69,7 @@ def _store_text(org: dict, thread: Conversation, body: str, message_sid: str):
     )
     reply = org.get("sms_auto_reply", "")
     if reply:
-        append_message(thread, Message.Role.AGENT, reply, delivery_status="queued")
+        add_message(thread, Message.Role.AGENT, reply, delivery_status="queued")
     return message, reply
 
 

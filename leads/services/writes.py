@@ -103,7 +103,7 @@ def complete_conversation(
 
 
 def add_message(
-    conversation_id: int,
+    conversation: int | Conversation,
     role: str,
     body: str,
     *,
@@ -111,43 +111,27 @@ def add_message(
     delivery_status: str = "",
     created_at: datetime | None = None,
 ) -> Message:
-    """Append a message to a conversation; a customer's or agent's message is a contact."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_related("lead").get(pk=conversation_id)
-        return append_message(
-            conversation,
-            role,
-            body,
+    """Append a message to a conversation (its id, or the row loaded with its lead: then
+    nothing is read); a customer's or agent's message is a contact."""
+    with transaction.atomic(savepoint=False):
+        if not isinstance(conversation, Conversation) or not Conversation.lead.is_cached(
+            conversation
+        ):
+            conversation_id = getattr(conversation, "pk", conversation)
+            conversation = Conversation.objects.select_related("lead").get(pk=conversation_id)
+        lead = conversation.lead
+        message = Message.objects.create(
+            conversation=conversation,
+            lead=lead,
+            role=role,
+            body=body,
             provider_message_id=provider_message_id,
             delivery_status=delivery_status,
-            created_at=created_at,
+            created_at=created_at or timezone.now(),
         )
-
-
-def append_message(
-    conversation: Conversation,
-    role: str,
-    body: str,
-    *,
-    provider_message_id: str | None = None,
-    delivery_status: str = "",
-    created_at: datetime | None = None,
-) -> Message:
-    """`add_message` for a conversation loaded with its lead, in the caller's transaction: the
-    message inserted and the lead's last contact moved forward, nothing read."""
-    lead = conversation.lead
-    message = Message.objects.create(
-        conversation=conversation,
-        lead=lead,
-        role=role,
-        body=body,
-        provider_message_id=provider_message_id,
-        delivery_status=delivery_status,
-        created_at=created_at or timezone.now(),
-    )
-    if role != Message.Role.SYSTEM and (
-        lead.last_contact_at is None or message.created_at > lead.last_contact_at
-    ):
-        lead.last_contact_at = message.created_at
-        lead.save(update_fields=["last_contact_at", "updated_at"])
+        if role != Message.Role.SYSTEM and (
+            lead.last_contact_at is None or message.created_at > lead.last_contact_at
+        ):
+            lead.last_contact_at = message.created_at
+            lead.save(update_fields=["last_contact_at", "updated_at"])
     return message

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -40,40 +40,36 @@ def receive(
     """Record a delivery and run its handler once, with the caller's re-warm left to the
     background writer. A new delivery costs one transaction: its row inserted already done
     (the insert is also the idempotency check: a concurrent copy waits on it, then finds the
-    row) and the handler's writes. Anything else (a delivery seen before, a handler failure,
-    which rolls that transaction back) goes through `record` and `process`, which count a
-    duplicate, process a failed delivery again, and keep a failure with its error. Raises
-    DatabaseError only when the delivery could not be recorded at all."""
+    row) and the handler's writes; a repeat of one done is counted in that transaction. A
+    delivery that failed before is processed again by `process`; a handler failure rolls the
+    transaction back and the delivery goes through `record` and `process`, which keep the
+    failure with its error. Raises DatabaseError only when nothing could be recorded."""
     with rewarm.deferred_to(writer.submit):
         try:
             outcome = _in_one_transaction(provider, event_type, key, payload, handler)
         except Exception:  # noqa: BLE001 - rolled back; recorded with its error just below
             outcome = None
-        if outcome is not None:
+        if outcome is None:
+            event, duplicate = record(provider, event_type, key, payload)
+            return Outcome(event, repeated=True) if duplicate else process(event, handler)
+        if outcome.result is _AGAIN:
+            return process(outcome.event, handler)
+        if not outcome.repeated:
             counters.increment(f"webhook.{provider}.{outcome.event.status}")
-            return outcome
-        event, duplicate = record(provider, event_type, key, payload)
+        return outcome
+
+
+# A delivery recorded before and not done (it failed): processed again, as `process` does.
+_AGAIN = object()
+
+
+def _in_one_transaction(provider, event_type, key, payload, handler) -> Outcome:
+    with transaction.atomic():
+        event, duplicate = record(provider, event_type, key, payload, done=True)
         if duplicate:
             return Outcome(event, repeated=True)
-        return process(event, handler)
-
-
-def _in_one_transaction(provider, event_type, key, payload, handler) -> Outcome | None:
-    """None when the delivery is recorded already (nothing written)."""
-    with transaction.atomic():
-        event = _insert_new(
-            WebhookEvent(
-                provider=provider,
-                event_type=event_type,
-                idempotency_key=key,
-                payload=payload,
-                status=WebhookEvent.Status.PROCESSED,
-                attempts=1,
-                processed_at=timezone.now(),
-            )
-        )
-        if event is None:
-            return None
+        if event.status != WebhookEvent.Status.PROCESSED:  # recorded before, not done
+            return Outcome(event, result=_AGAIN)
         try:
             result = handler(payload)
         except Ignored as why:
@@ -82,9 +78,36 @@ def _in_one_transaction(provider, event_type, key, payload, handler) -> Outcome 
     return Outcome(event, result=result)
 
 
-def _insert_new(event: WebhookEvent) -> WebhookEvent | None:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the event with its id, or None when a
-    row with its delivery key exists (the ORM's own conflict handling returns no id)."""
+def record(
+    provider: str, event_type: str, key: str, payload: dict, *, done: bool = False
+) -> tuple[WebhookEvent, bool]:
+    """Store the delivery; returns (event, is_duplicate). A delivery already processed (or
+    ignored) is a duplicate, counted on its row; one that failed before is processed again.
+    `done`: stored as processed (its handler runs in the caller's transaction, which rolls
+    the row back with the handler's writes if it fails)."""
+    fields = {"status": WebhookEvent.Status.PROCESSED, "attempts": 1} if done else {}
+    if done:
+        fields["processed_at"] = timezone.now()
+    with transaction.atomic(savepoint=False):
+        new = WebhookEvent(
+            provider=provider, event_type=event_type, idempotency_key=key, payload=payload, **fields
+        )
+        if _insert_new(new):
+            return new, False
+        # The row exists (or a concurrent copy's insert just committed it): locked, so that
+        # two copies cannot both count or process it.
+        event = WebhookEvent.objects.select_for_update().get(provider=provider, idempotency_key=key)
+        if event.status not in DONE:
+            return event, False
+        WebhookEvent.objects.filter(pk=event.pk).update(duplicates=F("duplicates") + 1)
+    counters.increment(f"webhook.{provider}.duplicate")
+    return event, True
+
+
+def _insert_new(event: WebhookEvent) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: True (the event given its id) when the
+    row was inserted, False when one with its delivery key exists. (The ORM's own conflict
+    handling returns no id.)"""
     meta = WebhookEvent._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
@@ -98,28 +121,10 @@ def _insert_new(event: WebhookEvent) -> WebhookEvent | None:
         cursor.execute(sql, values)
         row = cursor.fetchone()
     if row is None:
-        return None
+        return False
     event.pk = row[0]
     event._state.adding = False
-    return event
-
-
-def record(provider: str, event_type: str, key: str, payload: dict) -> tuple[WebhookEvent, bool]:
-    """Store the delivery; returns (event, is_duplicate). A delivery already processed (or
-    ignored) is a duplicate; one that failed before is processed again."""
-    try:
-        with transaction.atomic():
-            event = WebhookEvent.objects.create(
-                provider=provider, event_type=event_type, idempotency_key=key, payload=payload
-            )
-        return event, False
-    except IntegrityError:
-        event = WebhookEvent.objects.get(provider=provider, idempotency_key=key)
-    if event.status in DONE:
-        WebhookEvent.objects.filter(pk=event.pk).update(duplicates=F("duplicates") + 1)
-        counters.increment(f"webhook.{provider}.duplicate")
-        return event, True
-    return event, False
+    return True
 
 
 def process(event: WebhookEvent, handler: Callable[[dict], Any]) -> Outcome:

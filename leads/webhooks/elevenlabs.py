@@ -192,9 +192,7 @@ def record_initiation(
     call_sid = payload.get("call_sid") or None
     key = f"{INITIATION}:{call_sid or uuid.uuid4()}"
     stored = _stored(organization_id, customer, lead_id, payload, started_at)
-    event, duplicate = deliveries.record(PROVIDER, INITIATION, key, stored)
-    if not duplicate:
-        deliveries.process(event, handlers.for_event(event))
+    deliveries.receive(PROVIDER, INITIATION, key, stored, handlers.initiation)
 
 
 # --- post-call ----------------------------------------------------------------------------
