@@ -186,7 +186,8 @@ def locked_reported_call(data: dict, started_at: datetime) -> Conversation:
         .first()
     )
     if found is None and org_number and customer:
-        found = _locked_calls().filter(_open_call_of(org_number, customer)).first()
+        open_calls = _locked_calls().filter(_open_call_of(org_number, customer))
+        found = open_calls.order_by("-started_at").first()
     if found is not None:
         return found
     org = organization_for_number(org_number) if org_number else None

@@ -42,12 +42,14 @@ def receive(
     (the insert is also the idempotency check: a concurrent copy waits on it, then finds the
     row) and the handler's writes; a repeat of one done is counted in that transaction. A
     delivery that failed before is processed again by `process`; a handler failure rolls the
-    transaction back and the delivery goes through `record` and `process`, which keep the
-    failure with its error. Raises DatabaseError only when nothing could be recorded."""
+    transaction back, and the delivery is stored failed with its error, for replay. Raises
+    DatabaseError only when nothing could be recorded."""
     with rewarm.deferred_to(writer.submit):
         try:
             outcome = _in_one_transaction(provider, event_type, key, payload, handler)
-        except Exception:  # noqa: BLE001 - rolled back; recorded with its error just below
+        except HandlerFailed as failed:
+            return _record_failure(provider, event_type, key, payload, handler, failed.__cause__)
+        except Exception:  # noqa: BLE001 - not recorded: the old path records it, or raises
             outcome = None
         if outcome is None:
             event, duplicate = record(provider, event_type, key, payload)
@@ -63,6 +65,10 @@ def receive(
 _AGAIN = object()
 
 
+class HandlerFailed(Exception):
+    """The handler raised (the exception is its cause): its transaction is rolled back."""
+
+
 def _in_one_transaction(provider, event_type, key, payload, handler) -> Outcome:
     with transaction.atomic():
         event, duplicate = record(provider, event_type, key, payload, done=True)
@@ -75,7 +81,35 @@ def _in_one_transaction(provider, event_type, key, payload, handler) -> Outcome:
         except Ignored as why:
             result, event.status, event.error = None, WebhookEvent.Status.IGNORED, str(why)
             event.save(update_fields=["status", "error"])
+        except Exception as exc:
+            raise HandlerFailed from exc
     return Outcome(event, result=result)
+
+
+def _record_failure(provider, event_type, key, payload, handler, exc) -> Outcome:
+    """The delivery stored as failed, with its error, for `replay_webhooks` (as `process`
+    records a failure); the old path if a concurrent copy stored it meanwhile."""
+    log.error("webhook %s %s failed", provider, key, exc_info=exc)
+    event = WebhookEvent(
+        provider=provider,
+        event_type=event_type,
+        idempotency_key=key,
+        payload=payload,
+        status=WebhookEvent.Status.FAILED,
+        error=_error_text(exc)[:4000],
+        attempts=1,
+    )
+    with transaction.atomic(savepoint=False):
+        inserted = _insert_new(event)
+    if not inserted:
+        event, duplicate = record(provider, event_type, key, payload)
+        return Outcome(event, repeated=True) if duplicate else process(event, handler)
+    counters.increment(f"webhook.{provider}.failed")
+    return Outcome(event, failed=True)
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 def record(
@@ -145,7 +179,7 @@ def process(event: WebhookEvent, handler: Callable[[dict], Any]) -> Outcome:
         counters.increment(f"webhook.{event.provider}.{status}")
         return Outcome(locked, result=result)
     except Exception as exc:  # any handler bug: the delivery is kept for replay, not lost
-        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        error = _error_text(exc)
         log.exception("webhook %s %s failed", event.provider, event.idempotency_key)
         try:
             _mark_failed(event, error)

@@ -251,6 +251,19 @@ def test_it_records_a_new_callers_post_call_with_the_lead_upserted(org, redis_se
     assert Lead.objects.get(phone=NEW_CALLER).name == "Dana Scully"
 
 
+def test_it_stores_a_failing_delivery_with_its_error_after_one_rolled_back_try(
+    org, redis_server, held
+):
+    unmatched = {"type": "post_call_transcription", "data": {"conversation_id": "conv-x"}}
+    # BEGIN, the row, the call looked for (none, and no numbers to open one), ROLLBACK; then
+    # the row inserted failed, with its error (BEGIN, INSERT, COMMIT). Nothing to invalidate.
+    assert cost(redis_server, lambda: deliver(unmatched)) == (7, 3, {})
+    event = WebhookEvent.objects.get(idempotency_key="post_call_transcription:conv-x")
+    assert (event.status, event.attempts) == ("failed", 1)
+    assert event.error.startswith("leads.services.calls.CallNotMatched: no conversation conv-x")
+    assert held() == 0
+
+
 # --- ElevenLabs: conversation initiation -------------------------------------------------------
 
 
