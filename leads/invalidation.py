@@ -39,7 +39,7 @@ class Batch:
             log.exception("cache: invalidation failed after commit; starting a new generation")
             gate.invalidation_failed()
             return
-        rewarm.callers(self.callers)
+        rewarm.callers_soon(self.callers)
 
 
 class PendingInvalidation:
@@ -82,12 +82,13 @@ def _changed(scopes: set[str], callers=(), target: Batch | None = None) -> None:
         target.run()
 
 
-def _lead_changed(lead_ids, callers: set[tuple[int, str]]) -> None:
-    """Leads changed, known by id; their phones (to reach their call contexts) are looked up
-    when not given, once per lead per transaction."""
+def _lead_changed(lead_ids, leads) -> None:
+    """Leads changed, known by id (`leads`: those of them loaded already); the phones of the
+    others (to reach their call contexts) are looked up, once per lead per transaction."""
     target = pending()
-    known = {lead_id for lead_id, _ in callers}
-    missing = {i for i in lead_ids if i is not None} - known - target.resolved_leads
+    callers = _callers_of(leads)
+    target.resolved_leads |= {lead.id for lead in leads}
+    missing = {i for i in lead_ids if i is not None} - target.resolved_leads
     if missing:
         rows = Lead.objects.filter(pk__in=missing).values_list("id", "organization_id", "phone")
         callers |= {(org, phone) for _, org, phone in rows}
@@ -147,7 +148,7 @@ def _child_saved(sender, instance, created=False, **kwargs) -> None:
         return
     lead_ids = {instance.lead_id, instance.loaded_values().get("lead_id")}
     cached = [instance.lead] if sender.lead.is_cached(instance) else []
-    _lead_changed(lead_ids, _callers_of(lead for lead in cached if lead.id == instance.lead_id))
+    _lead_changed(lead_ids, [lead for lead in cached if lead.id == instance.lead_id])
 
 
 def _children_changed(sender, before, after, changes, **kwargs) -> None:
@@ -158,8 +159,10 @@ def _children_changed(sender, before, after, changes, **kwargs) -> None:
     if "lead" in changes or "lead_id" in changes:
         new = changes.get("lead_id", changes.get("lead"))
         lead_ids.add(getattr(new, "pk", new))
-    cached = [obj.lead for obj in after if sender.lead.is_cached(obj)]
-    _lead_changed(lead_ids, _callers_of(cached))
+    cached = [
+        obj.lead for obj in after if sender.lead.is_cached(obj) and obj.lead.id == obj.lead_id
+    ]
+    _lead_changed(lead_ids, cached)
 
 
 # --- organizations and their numbers ------------------------------------------------------------

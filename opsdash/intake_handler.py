@@ -46,6 +46,7 @@ class IntakeHandler(ASGIHandler):
             set_script_prefix(get_script_prefix(scope))
             request, refused = self.create_request(scope, body_file)
             response = refused or await self.run_get_response(request)
+            _declare_length(response)
             await self.send_response(response, send)
             await self._release(request, response)
         finally:
@@ -62,6 +63,14 @@ class IntakeHandler(ASGIHandler):
             closer()
         response._resource_closers.clear()
         response.closed = True
+
+
+def _declare_length(response: HttpResponseBase) -> None:
+    """Content-Length on every complete answer, as CommonMiddleware sets it on the other paths
+    (without it daphne answers chunked, which clients that keep connections alive for many
+    deliveries cannot all read)."""
+    if not response.streaming and not response.has_header("Content-Length"):
+        response.headers["Content-Length"] = str(len(response.content))
 
 
 def by_path(intake, pages):

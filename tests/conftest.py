@@ -47,6 +47,18 @@ def _writer_beat_stops_before_the_test_database_goes(django_db_setup):
     writers.enlistment.abandon()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """Background writes a test started (a webhook's deferred re-warm) finish inside it, before
+    its fixtures (database, Redis, settings) are torn down."""
+    try:
+        return (yield)
+    finally:
+        from leads.webhooks.deferred import writer
+
+        writer.drain()
+
+
 def pytest_report_header(config):
     database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
     return [

@@ -4,6 +4,7 @@ post-call webhook. Each function is idempotent: a replayed delivery changes noth
 from datetime import UTC, datetime, timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, Q, When
 from django.utils import timezone
 
 from leads.models import Conversation, Lead, Message
@@ -155,42 +156,124 @@ def find_or_open_reported_call(data: dict, started_at: datetime) -> Conversation
 
 def record_transcript(data: dict) -> Conversation:
     """A finished call: every transcript turn as a message, the analysis on the conversation,
-    and what was learned about the customer on the lead (never a step back, never erased)."""
+    and what was learned about the customer on the lead (never a step back, never erased).
+    A call opened at initiation costs one query (the call and its lead, locked) and the writes."""
     metadata = data.get("metadata") or {}
     started_at = _from_unix(metadata.get("start_time_unix_secs")) or timezone.now()
-    with transaction.atomic():
-        conversation = find_or_open_reported_call(data, started_at)
-        conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        lead = Lead.objects.select_for_update().get(pk=conversation.lead_id)
+    with transaction.atomic(savepoint=False):
+        conversation = locked_reported_call(data, started_at)
+        lead = conversation.lead
         _store_turns(conversation, lead, data, started_at)
         _complete(conversation, data, started_at)
         _learn(lead, data, conversation.ended_at)
     return conversation
 
 
+def locked_reported_call(data: dict, started_at: datetime) -> Conversation:
+    """The conversation a report is about (as `find_call` finds it), opened if there is none,
+    with its lead, both rows locked: one query when the call was opened at initiation."""
+    org_number, customer, call_sid = call_parties(data)
+    provider_id = data["conversation_id"]
+    by_id = (
+        Q(provider_id=provider_id) | Q(call_sid=call_sid)
+        if call_sid
+        else Q(provider_id=provider_id)
+    )
+    found = (
+        _locked_calls()
+        .filter(by_id)
+        .order_by(Case(When(provider_id=provider_id, then=0), default=1))
+        .first()
+    )
+    if found is None and org_number and customer:
+        open_calls = _locked_calls().filter(_open_call_of(org_number, customer))
+        found = open_calls.order_by("-started_at").first()
+    if found is not None:
+        return found
+    org = organization_for_number(org_number) if org_number else None
+    if org is None or customer is None:
+        raise CallNotMatched(
+            f"no conversation {provider_id} and no organization/customer to open one"
+            f" (agent_number={org_number}, external_number={customer})"
+        )
+    return _open_reported_call(org["id"], customer, call_sid, started_at)
+
+
+def _locked_calls():
+    return Conversation.objects.select_for_update(of=("self", "lead")).select_related("lead")
+
+
+def _open_call_of(org_number: str, customer: str) -> Q:
+    """The customer's most recent call still open, not matched to a report yet."""
+    return Q(
+        lead__organization__numbers__e164=org_number,
+        lead__phone=customer,
+        channel=Conversation.Channel.VOICE,
+        provider_id__isnull=True,
+        status__in=[Conversation.Status.INITIATED, Conversation.Status.ACTIVE],
+        started_at__gte=timezone.now() - MATCH_WINDOW,
+    )
+
+
+def _open_reported_call(organization_id, customer, call_sid, started_at) -> Conversation:
+    """A call reported with no conversation yet (its initiation lost or still being written):
+    opened now, on the customer's lead (created if new), both locked."""
+    lead = Lead.objects.select_for_update().filter(organization_id=organization_id, phone=customer)
+    lead = lead.first() or _new_lead(organization_id, customer)
+    call = Conversation(
+        lead=lead,
+        channel=Conversation.Channel.VOICE,
+        call_sid=call_sid,
+        status=Conversation.Status.INITIATED,
+        started_at=started_at,
+    )
+    if not call_sid:
+        call.save()
+        return call
+    try:
+        with transaction.atomic():
+            call.save()
+        return call
+    except IntegrityError:
+        # The initiation's deferred write opened it meanwhile: that row is this call's.
+        return _locked_calls().get(call_sid=call_sid)
+
+
+def _new_lead(organization_id: int, phone: str) -> Lead:
+    (lead,) = Lead.objects.bulk_create(
+        [Lead(organization_id=organization_id, phone=phone)],
+        update_conflicts=True,
+        unique_fields=["organization", "phone"],
+        update_fields=["phone"],
+    )
+    return Lead.objects.select_for_update().get(pk=lead.pk)
+
+
 def _store_turns(conversation: Conversation, lead: Lead, data: dict, started_at: datetime) -> None:
+    """Every turn not stored yet (a turn's provider id is unique: one stored before is skipped
+    by the insert itself)."""
     provider_id = data["conversation_id"]
     turns = [
         (f"{provider_id}:{n}", turn)
         for n, turn in enumerate(data.get("transcript") or [])
         if isinstance(turn, dict) and (turn.get("message") or "").strip()
     ]
-    known = set(
-        Message.objects.filter(provider_message_id__in=[key for key, _ in turns]).values_list(
-            "provider_message_id", flat=True
-        )
-    )
+    if not turns:
+        return
     Message.objects.bulk_create(
-        Message(
-            conversation=conversation,
-            lead=lead,
-            role=ROLES.get(turn.get("role"), Message.Role.SYSTEM),
-            body=turn["message"],
-            provider_message_id=key,
-            created_at=started_at + timedelta(seconds=float(turn.get("time_in_call_secs") or 0)),
-        )
-        for key, turn in turns
-        if key not in known
+        [
+            Message(
+                conversation=conversation,
+                lead=lead,
+                role=ROLES.get(turn.get("role"), Message.Role.SYSTEM),
+                body=turn["message"],
+                provider_message_id=key,
+                created_at=started_at
+                + timedelta(seconds=float(turn.get("time_in_call_secs") or 0)),
+            )
+            for key, turn in turns
+        ],
+        ignore_conflicts=True,
     )
 
 

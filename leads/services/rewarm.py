@@ -4,6 +4,9 @@ but only those that were in use: every call and text writes to the lead, and the
 not pay for it. A failure here costs a miss, never the write."""
 
 import logging
+from collections.abc import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.db import DatabaseError
 
@@ -13,6 +16,32 @@ from leads.models import PhoneNumber
 from monitoring.cache import gate
 
 log = logging.getLogger(__name__)
+
+# Where the re-warm of a write made in this context goes instead of running at once: a webhook
+# answering a provider hands it to its background writer (see `deferred_to`).
+_later: ContextVar[Callable[..., None] | None] = ContextVar("rewarm_later", default=None)
+
+
+@contextmanager
+def deferred_to(submit: Callable[..., None]):
+    """Within this block, writes that commit leave their re-warm to `submit(callers, pairs)`
+    (a background worker), off the answer's path: the entries are invalidated at once all the
+    same, so a read before the re-warm has run loads them itself, never stale."""
+    token = _later.set(submit)
+    try:
+        yield
+    finally:
+        _later.reset(token)
+
+
+def callers_soon(pairs) -> None:
+    """`callers(pairs)` now, or through the submitter of `deferred_to` when one is set."""
+    pairs = sorted(set(pairs))
+    submit = _later.get()
+    if submit is None or not pairs:
+        callers(pairs)
+        return
+    submit(callers, pairs)
 
 
 def callers(pairs) -> None:

@@ -25,6 +25,23 @@ def find_or_create_lead(organization_id: int, phone: str) -> tuple[dict, bool]:
     return lead_snapshot(lead), created
 
 
+def lead_id_for(organization_id: int, phone: str) -> int:
+    """The id of the organization's lead for `phone` (any format), created if new: a cached
+    lookup, else one upsert (no read before it, no savepoint: a concurrent creation of the
+    same lead is the conflict it resolves)."""
+    phone = normalize_phone(phone)
+    found = cached_lead(organization_id, phone)
+    if found is not None:
+        return found["id"]
+    (lead,) = Lead.objects.bulk_create(
+        [Lead(organization_id=organization_id, phone=phone)],
+        update_conflicts=True,
+        unique_fields=["organization", "phone"],
+        update_fields=["phone"],
+    )
+    return lead.id
+
+
 def update_lead(lead_id: int, **changes) -> Lead:
     unknown = set(changes) - LEAD_FIELDS
     if unknown:
@@ -86,7 +103,7 @@ def complete_conversation(
 
 
 def add_message(
-    conversation_id: int,
+    conversation: int | Conversation,
     role: str,
     body: str,
     *,
@@ -94,9 +111,14 @@ def add_message(
     delivery_status: str = "",
     created_at: datetime | None = None,
 ) -> Message:
-    """Append a message to a conversation; a customer's or agent's message is a contact."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_related("lead").get(pk=conversation_id)
+    """Append a message to a conversation (its id, or the row loaded with its lead: then
+    nothing is read); a customer's or agent's message is a contact."""
+    with transaction.atomic(savepoint=False):
+        if not isinstance(conversation, Conversation) or not Conversation.lead.is_cached(
+            conversation
+        ):
+            conversation_id = getattr(conversation, "pk", conversation)
+            conversation = Conversation.objects.select_related("lead").get(pk=conversation_id)
         lead = conversation.lead
         message = Message.objects.create(
             conversation=conversation,

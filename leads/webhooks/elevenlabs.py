@@ -192,9 +192,7 @@ def record_initiation(
     call_sid = payload.get("call_sid") or None
     key = f"{INITIATION}:{call_sid or uuid.uuid4()}"
     stored = _stored(organization_id, customer, lead_id, payload, started_at)
-    event, duplicate = deliveries.record(PROVIDER, INITIATION, key, stored)
-    if not duplicate:
-        deliveries.process(event, handlers.for_event(event))
+    deliveries.receive(PROVIDER, INITIATION, key, stored, handlers.initiation)
 
 
 # --- post-call ----------------------------------------------------------------------------
@@ -219,19 +217,19 @@ def post_call(request: HttpRequest) -> JsonResponse:
     if len(str(data["conversation_id"])) > 128:
         raise Rejected(400, "data.conversation_id is longer than 128 characters")
     key = f"{event_type}:{data['conversation_id']}"
+    handler = handlers.HANDLERS.get((PROVIDER, event_type)) or handlers.unhandled(event_type)
     try:
-        event, duplicate = deliveries.record(PROVIDER, event_type, key, _storable(envelope))
+        outcome = deliveries.receive(PROVIDER, event_type, key, _storable(envelope), handler)
     except DatabaseError:
         # Nothing was stored: ask the provider to deliver again rather than lose it.
         return intake.error_response(503, "temporarily unable to record the delivery; retry")
-    if duplicate:
-        return JsonResponse({"status": "duplicate", "event": event.pk})
-    outcome = deliveries.process(event, handlers.for_event(event))
+    if outcome.repeated:
+        return JsonResponse({"status": "duplicate", "event": outcome.event.pk})
     if outcome.failed:
         # Answered 200 on purpose: the delivery is stored with its error for replay, and
         # ElevenLabs disables a webhook that keeps failing.
-        return JsonResponse({"status": "failed", "event": event.pk})
-    return JsonResponse({"status": outcome.event.status, "event": event.pk})
+        return JsonResponse({"status": "failed", "event": outcome.event.pk})
+    return JsonResponse({"status": outcome.event.status, "event": outcome.event.pk})
 
 
 def _verify_post_call_signature(request: HttpRequest, body: bytes) -> None:

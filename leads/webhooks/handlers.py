@@ -71,13 +71,13 @@ HANDLERS: dict[tuple[str, str], Callable[[dict], object]] = {
 
 
 def for_event(event: WebhookEvent) -> Callable[[dict], object]:
-    handler = HANDLERS.get((event.provider, event.event_type))
-    if handler is not None:
-        return handler
+    return HANDLERS.get((event.provider, event.event_type)) or unhandled(event.event_type)
 
-    def unhandled(payload: dict):
+
+def unhandled(event_type: str) -> Callable[[dict], object]:
+    def ignore(payload: dict):
         # Accepted and recorded as ignored, so the provider stops retrying an event type
         # opsdash does not act on.
-        raise Ignored(f"unhandled event type {event.event_type!r}")
+        raise Ignored(f"unhandled event type {event_type!r}")
 
-    return unhandled
+    return ignore

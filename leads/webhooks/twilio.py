@@ -62,9 +62,10 @@ def _delivery_key(request: HttpRequest, fallback: str) -> str:
     return request.headers.get("I-Twilio-Idempotency-Token") or fallback
 
 
-def _record(event_type: str, key: str, payload: dict):
+def _receive(event_type: str, key: str, payload: dict) -> deliveries.Outcome:
+    handler = handlers.HANDLERS[(PROVIDER, event_type)]
     try:
-        return deliveries.record(PROVIDER, event_type, key, payload)
+        return deliveries.receive(PROVIDER, event_type, key, payload, handler)
     except DatabaseError:
         raise Rejected(503, "temporarily unable to record the delivery; retry") from None
 
@@ -73,11 +74,8 @@ def _record(event_type: str, key: str, payload: dict):
 def inbound_sms(request: HttpRequest) -> HttpResponse:
     payload = _single(_verified_params(request))
     intake.require_fields(payload, ["MessageSid", "From", "To"])
-    event, duplicate = _record("sms", _delivery_key(request, payload["MessageSid"]), payload)
-    if duplicate:
-        return twiml()
-    outcome = deliveries.process(event, handlers.for_event(event))
-    if outcome.failed or outcome.duplicate or outcome.result is None:
+    outcome = _receive("sms", _delivery_key(request, payload["MessageSid"]), payload)
+    if outcome.repeated or outcome.failed or outcome.duplicate or outcome.result is None:
         # Answered 200 on purpose: the text is stored (with its error, for replay_webhooks, or
         # as ignored), and an error answer would only make Twilio report a failure to nobody.
         return twiml()
@@ -90,7 +88,5 @@ def sms_status(request: HttpRequest) -> HttpResponse:
     payload = _single(_verified_params(request))
     intake.require_fields(payload, ["MessageSid", "MessageStatus"])
     fallback = f"{payload['MessageSid']}:{payload['MessageStatus']}"
-    event, duplicate = _record("sms_status", _delivery_key(request, fallback), payload)
-    if not duplicate:
-        deliveries.process(event, handlers.for_event(event))
+    _receive("sms_status", _delivery_key(request, fallback), payload)
     return twiml()

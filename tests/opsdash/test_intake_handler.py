@@ -126,6 +126,14 @@ def test_it_keeps_the_security_headers_and_the_metrics():
     assert groups["webhook_initiation"]["status"] == {"2xx": 1}
 
 
+def test_it_declares_the_length_of_every_answer():
+    """As CommonMiddleware does on the other paths: keep-alive clients read by it."""
+    make_org()
+    for answer in (initiation_call(), post(INITIATION, {"caller_id": CALLER})):
+        headers = {k.decode().lower(): v.decode() for k, v in answer["headers"]}
+        assert headers["content-length"] == str(len(answer["body"]))
+
+
 def test_it_releases_a_sync_webhooks_connection_in_its_own_thread(monkeypatch):
     from leads.webhooks import elevenlabs
 
