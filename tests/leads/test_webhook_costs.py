@@ -18,8 +18,7 @@ from leads.webhooks.deferred import writer
 from monitoring.metrics.recorder import recorder
 from tests.conftest import turn_caching
 from tests.factories import CALLER, ORG_NUMBER, make_org
-from tests.leads.test_costs import commands_during, round_trips
-from tests.leads.test_elevenlabs_post_call import (
+from tests.leads.post_call_support import (
     CALL_SID,
     CONVERSATION_ID,
     INITIATION_PATH,
@@ -28,7 +27,8 @@ from tests.leads.test_elevenlabs_post_call import (
     deliver,
     recorded,
 )
-from tests.leads.test_twilio_signature import (
+from tests.leads.test_costs import commands_during, round_trips
+from tests.leads.twilio_support import (
     OUTBOUND_SID,
     SMS_PATH,
     STATUS_PATH,
