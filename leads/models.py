@@ -75,6 +75,8 @@ class Organization(Observed):
     business_hours = models.JSONField(default=dict, blank=True)
     # Answered at once to every inbound text when set (TwiML <Message>); blank: no reply.
     sms_auto_reply = models.CharField(max_length=640, blank=True)
+    # The answer to a HELP text; blank: a default naming STOP and START.
+    sms_help_text = models.CharField(max_length=640, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -119,6 +121,9 @@ class Lead(Observed):
     qualification = models.JSONField(default=dict, blank=True)
     sentiment = models.CharField(max_length=16, choices=Sentiment.choices, blank=True)
     last_contact_at = models.DateTimeField(null=True, blank=True)
+    # Set by an opt-out keyword (STOP, ...), cleared by START/UNSTOP: no automatic text then.
+    sms_opted_out_at = models.DateTimeField(null=True, blank=True)
+    sms_opt_out_keyword = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -8,6 +8,7 @@ from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from leads.models import Conversation, Lead, Message
+from leads.services import consent
 from leads.services.reads import organization_for_number
 from leads.services.writes import add_message, lead_id_for
 
@@ -67,10 +68,28 @@ def _store_text(org: dict, thread: Conversation, body: str, message_sid: str):
         provider_message_id=message_sid,
         delivery_status="received",
     )
-    reply = org.get("sms_auto_reply", "")
+    reply = _reply_to(org, thread.lead, consent.keyword(body))
     if reply:
         add_message(thread, Message.Role.AGENT, reply, delivery_status="queued")
     return message, reply
+
+
+def _reply_to(org: dict, lead: Lead, keyword: tuple[str, str] | None) -> str:
+    """What to answer: the help text to HELP (carriers require it, opted out or not), nothing
+    to STOP or START (Twilio confirms those itself), and to any other text the automatic reply,
+    never to a number that opted out."""
+    kind = keyword[0] if keyword else None
+    if kind == "opt_out" and lead.sms_opted_out_at is None:
+        lead.sms_opted_out_at, lead.sms_opt_out_keyword = timezone.now(), keyword[1]
+        lead.save(update_fields=["sms_opted_out_at", "sms_opt_out_keyword", "updated_at"])
+    elif kind == "opt_in" and lead.sms_opted_out_at is not None:
+        lead.sms_opted_out_at, lead.sms_opt_out_keyword = None, ""
+        lead.save(update_fields=["sms_opted_out_at", "sms_opt_out_keyword", "updated_at"])
+    if kind == "help":
+        return consent.help_text(org)
+    if kind is not None or lead.sms_opted_out_at is not None:
+        return ""
+    return org.get("sms_auto_reply", "")
 
 
 def open_thread(lead_id: int, message_sid: str | None = None) -> Conversation | None:

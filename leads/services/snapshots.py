@@ -11,6 +11,7 @@ def organization_snapshot(org: Organization) -> dict:
         "timezone": org.timezone,
         "business_hours": org.business_hours,
         "sms_auto_reply": org.sms_auto_reply,
+        "sms_help_text": org.sms_help_text,
     }
 
 
@@ -25,6 +26,9 @@ def lead_snapshot(lead: Lead) -> dict:
         "qualification": lead.qualification,
         "sentiment": lead.sentiment,
         "last_contact_at": lead.last_contact_at,
+        "sms_opted_out": lead.sms_opted_out_at is not None,
+        "sms_opted_out_at": lead.sms_opted_out_at,
+        "sms_opt_out_keyword": lead.sms_opt_out_keyword,
         "created_at": lead.created_at,
         "updated_at": lead.updated_at,
     }
