@@ -329,6 +329,12 @@ METRICS_ENABLED = _strict_bool("METRICS_ENABLED", default=True)
 METRICS_NOT_TRAFFIC = ["monitoring_api"]
 METRICS_FLUSH_SECONDS = _positive_float("METRICS_FLUSH_SECONDS", default=5.0)
 METRICS_RETENTION_HOURS = env.int("METRICS_RETENTION_HOURS", default=24)
+# The history: every process's windows merged into one row per minute, kept this many days,
+# and minutes into one row per hour, kept this many days (the charts' 7 d and 30 d, the review).
+METRICS_MINUTE_RETENTION_DAYS = env.int("METRICS_MINUTE_RETENTION_DAYS", default=14)
+METRICS_HOUR_RETENTION_DAYS = env.int("METRICS_HOUR_RETENTION_DAYS", default=400)
+# A minute is rolled up this many seconds after it ends, so every process has flushed into it.
+METRICS_ROLLUP_DELAY_SECONDS = _positive_float("METRICS_ROLLUP_DELAY_SECONDS", default=15.0)
 # false: no alert evaluation anywhere in the deployment (the app and `manage.py monitor` alike).
 REDIS_MONITORING_ENABLED = _strict_bool("REDIS_MONITORING_ENABLED", default=True)
 # false: the app processes run no evaluator and no notification worker, because a
