@@ -362,6 +362,14 @@ ALERT_MIN_REQUESTS = env.int("ALERT_MIN_REQUESTS", default=20)
 ALERT_REDIS_MEMORY_WARNING = env.float("ALERT_REDIS_MEMORY_WARNING", default=0.80)
 ALERT_FOR_SECONDS = env.int("ALERT_FOR_SECONDS", default=60)
 ALERT_REDIS_DOWN_FOR_SECONDS = env.int("ALERT_REDIS_DOWN_FOR_SECONDS", default=2)
+# The weekly review (`manage.py ops_report`, the dashboard's Review page): the runbook's
+# success criteria, the warm-up after caching is turned on that the hit rate is judged after,
+# and the counters and route group of the call initiations answered with the fallback.
+REVIEW_HIT_RATE_TARGET = env.float("REVIEW_HIT_RATE_TARGET", default=0.70)
+REVIEW_REDIS_UPTIME_TARGET = env.float("REVIEW_REDIS_UPTIME_TARGET", default=0.999)
+REVIEW_WARM_UP_HOURS = env.float("REVIEW_WARM_UP_HOURS", default=1.0)
+REVIEW_FALLBACK_COUNTERS = ["webhook.elevenlabs.initiation_fallback"]
+REVIEW_INITIATION_GROUP = "webhook_initiation"
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
