@@ -247,7 +247,7 @@ def _hit_rate_criterion(body: dict) -> dict:
     after = body["hit_rate"]["after_warm_up"]
     rate = after["hit_rate"] if after else None
     figure = (
-        f"{_percent(rate)} of {after['lookups']} lookups after warm-up"
+        f"{_percent(rate)} of {after['lookups']:,} lookups after warm-up"
         if rate is not None
         else "no lookups after warm-up"
     )
@@ -267,7 +267,7 @@ def _timeouts_criterion(body: dict) -> dict:
         "label": "Zero webhook timeouts",
         "met": fallback == 0,
         "value": fallback,
-        "figure": f"{fallback} of {answered} call initiations answered with the fallback",
+        "figure": f"{fallback:,} of {answered:,} call initiations answered with the fallback",
     }
 
 
@@ -277,7 +277,7 @@ def _uptime_criterion(body: dict) -> dict:
     graceful = (fallback["error_rate"] or 0) <= settings.ALERT_ERROR_RATE_CRITICAL
     met = None if redis["value"] is None else redis["value"] >= target and graceful
     figure = (
-        f"{_percent(redis['value'], 2)} ({redis['down']} of {redis['sampled']} sampled minutes "
+        f"{_percent(redis['value'], 2)} ({redis['down']:,} of {redis['sampled']:,} sampled minutes "
         f"down); traffic error rate while down {_percent(fallback['error_rate'], 2)}"
     )
     return {

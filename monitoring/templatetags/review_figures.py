@@ -24,3 +24,8 @@ def megabytes(n) -> str:
 @register.filter
 def verdict(met) -> str:
     return {True: "met", False: "missed"}.get(met, "not judged")
+
+
+@register.filter
+def thousands(n) -> str:
+    return "—" if n is None else f"{n:,}"
