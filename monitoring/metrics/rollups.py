@@ -149,7 +149,7 @@ def _roll(resolution: str, until: datetime, sources, merge) -> int:
         if mark is None:  # another process is rolling this resolution up right now
             return 0
         buckets = merge(sources(mark.rolled_up_to, until))
-        _upsert(resolution, buckets)
+        upsert(resolution, buckets)
         if mark.rolled_up_to is None or until > mark.rolled_up_to:
             mark.rolled_up_to = until
             mark.save(update_fields=["rolled_up_to"])
@@ -180,7 +180,7 @@ def _minutes_between(start: datetime | None, end: datetime):
     return rows.order_by("started_at").iterator()
 
 
-def _upsert(resolution: str, buckets: dict[datetime, dict]) -> None:
+def upsert(resolution: str, buckets: dict[datetime, dict]) -> None:
     """Written whole (a bucket rolled up again replaces its row, never adds to it)."""
     MetricRollup.objects.bulk_create(
         [MetricRollup(resolution=resolution, started_at=s, data=d) for s, d in buckets.items()],

@@ -74,7 +74,12 @@ def roll_up() -> None:
     # Imported here: the rollups merge as the aggregates do, and the aggregates read this module.
     from monitoring.metrics import rollups
 
-    rollups.roll_up()
+    try:
+        rollups.roll_up()
+    except DatabaseError:
+        raise
+    except Exception:  # a bug in the history must not stop this process's windows
+        log.exception("metrics: rollup failed")
 
 
 def prune_rollups() -> None:

@@ -91,8 +91,8 @@ def a_busy_week(end: datetime) -> dict:
     rows = [MetricRollup(resolution="minute", started_at=s, data=d) for s, d in minutes.items()]
     hours = rollups.hours_of(r for r in rows if r.started_at >= rollups.ceil_to(first, 3600))
     complete = {s: d for s, d in hours.items() if s + timedelta(hours=1) <= last}
-    rollups._upsert("minute", minutes)
-    rollups._upsert("hour", complete)
+    rollups.upsert("minute", minutes)
+    rollups.upsert("hour", complete)
     for resolution, mark in (("minute", last), ("hour", rollups.floor_to(last, 3600))):
         row, _ = RollupMark.objects.get_or_create(resolution=resolution)
         if row.rolled_up_to is None or row.rolled_up_to < mark:

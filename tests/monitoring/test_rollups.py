@@ -326,3 +326,14 @@ def test_it_refuses_a_chart_range_it_does_not_keep(query):
 def test_it_says_nothing_is_rolled_up_before_the_first_rollup():
     assert rollups.watermark("minute") is None
     assert history.figures(7 * 86400, now=T0)["overall"]["requests"] == 0
+
+
+def test_it_keeps_the_flusher_going_through_a_rollup_that_fails(monkeypatch, caplog):
+    def broken(now=None):
+        raise KeyError("requests")
+
+    monkeypatch.setattr(rollups, "roll_up", broken)
+
+    store.roll_up()
+
+    assert "metrics: rollup failed" in caplog.text
