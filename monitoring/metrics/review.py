@@ -265,7 +265,8 @@ def _timeouts_criterion(body: dict) -> dict:
     return {
         "name": "webhook_timeouts",
         "label": "Zero webhook timeouts",
-        "met": fallback == 0,
+        # No call initiations at all: nothing to judge.
+        "met": fallback == 0 if answered else None,
         "value": fallback,
         "figure": f"{fallback:,} of {answered:,} call initiations answered with the fallback",
     }

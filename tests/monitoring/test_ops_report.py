@@ -286,3 +286,18 @@ def test_it_has_no_review_of_a_period_it_does_not_offer(client):
 def test_it_keeps_the_review_from_visitors_who_are_not_staff(client):
     client.force_login(make_member())
     assert client.get("/dashboard/review/").status_code == 403
+
+
+def test_it_shows_a_review_with_no_history_yet(client):
+    client.force_login(make_staff())
+
+    response = client.get("/dashboard/review/", {"period": "30d"})
+
+    assert response.status_code == 200
+    criteria = response.context["report"]["criteria"]
+    assert [(c["met"], c["figure"]) for c in criteria] == [
+        (None, "no lookups after warm-up"),
+        (None, "0 of 0 call initiations answered with the fallback"),
+        (None, "— (0 of 0 sampled minutes down); traffic error rate while down —"),
+    ]
+    assert response.context["report"]["redis_memory"]["projection"] == "no samples"
