@@ -61,7 +61,7 @@ def test_it_shows_the_week_under_review_with_each_criterion_judged(server, brows
     expect(page.get_by_role("link", name="30 days")).to_have_attribute("aria-current", "page")
 
 
-def test_it_draws_the_overview_charts_over_the_last_seven_days(server, browse):
+def test_it_draws_the_overview_charts_over_the_last_seven_days(server, browse, tmp_path):
     a_busy_week(timezone.now() - timezone.timedelta(hours=1))
     page = browse(server, make_user("olivia"))
     page.goto("/dashboard/")
@@ -76,6 +76,7 @@ def test_it_draws_the_overview_charts_over_the_last_seven_days(server, browse):
     requests = chart(page, "Requests").get_by_role("img")
     expect(requests).to_have_attribute("aria-label", re.compile(r"over the last 7 days, lowest"))
     expect(page.get_by_text("One point per hour from the per-hour history")).to_be_visible()
+    page.screenshot(path=tmp_path / "overview-7d.png", full_page=True)
 
     ranges.get_by_role("button", name="15 min").click()
 
