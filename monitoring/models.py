@@ -313,3 +313,37 @@ class ProcessEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} {self.process} {self.kind} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class MetricRollup(models.Model):
+    """Every process's windows merged into one row per minute, and minutes into hours
+    (see monitoring.metrics.rollups): the history kept for weeks after the windows are gone."""
+
+    class Resolution(models.TextChoices):
+        MINUTE = "minute"
+        HOUR = "hour"
+
+    resolution = models.CharField(max_length=8, choices=Resolution.choices)
+    started_at = models.DateTimeField()
+    data = models.JSONField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["resolution", "started_at"], name="metric_rollup_one_per_bucket"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resolution} {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class RollupMark(models.Model):
+    """How far one resolution is rolled up: every bucket before `rolled_up_to` is written, so
+    a bucket is never added twice."""
+
+    resolution = models.CharField(max_length=8, primary_key=True)
+    rolled_up_to = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return f"{self.resolution} rolled up to {self.rolled_up_to}"

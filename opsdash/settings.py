@@ -336,6 +336,12 @@ METRICS_ENABLED = _strict_bool("METRICS_ENABLED", default=True)
 METRICS_NOT_TRAFFIC = ["monitoring_api"]
 METRICS_FLUSH_SECONDS = _positive_float("METRICS_FLUSH_SECONDS", default=5.0)
 METRICS_RETENTION_HOURS = env.int("METRICS_RETENTION_HOURS", default=24)
+# The history: every process's windows merged into one row per minute, kept this many days,
+# and minutes into one row per hour, kept this many days (the charts' 7 d and 30 d, the review).
+METRICS_MINUTE_RETENTION_DAYS = env.int("METRICS_MINUTE_RETENTION_DAYS", default=14)
+METRICS_HOUR_RETENTION_DAYS = env.int("METRICS_HOUR_RETENTION_DAYS", default=400)
+# A minute is rolled up this many seconds after it ends, so every process has flushed into it.
+METRICS_ROLLUP_DELAY_SECONDS = _positive_float("METRICS_ROLLUP_DELAY_SECONDS", default=15.0)
 # false: no alert evaluation anywhere in the deployment (the app and `manage.py monitor` alike).
 REDIS_MONITORING_ENABLED = _strict_bool("REDIS_MONITORING_ENABLED", default=True)
 # false: the app processes run no evaluator and no notification worker, because a
@@ -376,6 +382,14 @@ ALERT_MIN_REQUESTS = env.int("ALERT_MIN_REQUESTS", default=20)
 ALERT_REDIS_MEMORY_WARNING = env.float("ALERT_REDIS_MEMORY_WARNING", default=0.80)
 ALERT_FOR_SECONDS = env.int("ALERT_FOR_SECONDS", default=60)
 ALERT_REDIS_DOWN_FOR_SECONDS = env.int("ALERT_REDIS_DOWN_FOR_SECONDS", default=2)
+# The weekly review (`manage.py ops_report`, the dashboard's Review page): the runbook's
+# success criteria, the warm-up after caching is turned on that the hit rate is judged after,
+# and the counters and route group of the call initiations answered with the fallback.
+REVIEW_HIT_RATE_TARGET = env.float("REVIEW_HIT_RATE_TARGET", default=0.70)
+REVIEW_REDIS_UPTIME_TARGET = env.float("REVIEW_REDIS_UPTIME_TARGET", default=0.999)
+REVIEW_WARM_UP_HOURS = env.float("REVIEW_WARM_UP_HOURS", default=1.0)
+REVIEW_FALLBACK_COUNTERS = ["webhook.elevenlabs.initiation_fallback"]
+REVIEW_INITIATION_GROUP = "webhook_initiation"
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)

@@ -52,6 +52,9 @@ def server_point(redis: dict, now) -> dict:
     """What the charts keep of a Redis sample."""
     return {
         "at": now.timestamp(),
+        # Whether Redis was checked at all (not while caching is off): only then is "not
+        # connected" an outage, in the uptime the review reports.
+        "checked": "connected" in redis,
         "connected": bool(redis.get("connected")),
         "latency_ms": redis.get("latency_ms"),
         "used_memory_bytes": redis.get("used_memory_bytes"),

@@ -12,7 +12,8 @@ from monitoring.api import health
 from monitoring.api.access import actor, monitoring_access
 from monitoring.api.alerts import alert_list
 from monitoring.cache import gate, switch
-from monitoring.metrics.aggregate import WINDOWS, aggregate
+from monitoring.metrics import history
+from monitoring.metrics.aggregate import WINDOWS
 from monitoring.metrics.series import series
 
 HEALTH_JSON = "application/health+json"
@@ -52,7 +53,7 @@ def performance(request: HttpRequest) -> JsonResponse:
     window = request.GET.get("window", "60s")
     if window not in WINDOWS:
         return JsonResponse({"error": f"window must be one of {', '.join(WINDOWS)}"}, status=400)
-    figures = aggregate(WINDOWS[window])
+    figures = history.figures(WINDOWS[window])
     state = gate.switch.current()
     return JsonResponse(
         {"window": window, "switch": state.as_dict(), "breaker": gate.breaker.state, **figures}
@@ -82,6 +83,17 @@ SERIES_STEPS = range(5, 301)
 @require_GET
 @monitoring_access
 def metric_series(request: HttpRequest) -> JsonResponse:
+    window = request.GET.get("window")
+    if window is not None:
+        if window not in history.RANGES:
+            ranges = ", ".join(history.RANGES)
+            return JsonResponse({"error": f"window must be one of {ranges}"}, status=400)
+        _, step_seconds, points = history.RANGES[window]
+        body = history.series(window)
+        now = timezone.now()
+        since = now - timedelta(seconds=step_seconds * points)
+        body["marks"] = incidents.chart_marks(since, now)
+        return JsonResponse(body)
     try:
         minutes = int(request.GET.get("minutes", "15"))
         step = int(request.GET.get("step", "15"))

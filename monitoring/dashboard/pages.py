@@ -5,12 +5,15 @@ from dataclasses import dataclass, field
 
 import markdown
 from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from monitoring.alerts import silences
 from monitoring.api import health
 from monitoring.api.alerts import filtered_alerts
 from monitoring.cache import controls, switch
+from monitoring.metrics import review as review_figures
 from monitoring.metrics.middleware import OTHER_GROUP
 
 TILES = [
@@ -32,6 +35,63 @@ CHARTS = [
     ("redis-latency", "Redis latency", "ms", ["ping", "per call"]),
     ("redis-memory", "Redis memory", "MB", ["used"]),
 ]
+
+
+# The charts' ranges: (name, button label, heading, words for "… ago", how it is drawn). The
+# first is raw windows with live points; the others are read from the rollups.
+CHART_RANGES = [
+    (
+        "15m",
+        "15 min",
+        "Last 15 minutes",
+        "15 minutes",
+        "One point per 15 seconds from every process, then a live point every few seconds "
+        "(rolling last minute).",
+    ),
+    (
+        "1h",
+        "1 h",
+        "Last hour",
+        "hour",
+        "One point per minute from the per-minute history (every process merged), "
+        "fetched again every minute.",
+    ),
+    (
+        "24h",
+        "24 h",
+        "Last 24 hours",
+        "24 hours",
+        "One point per 5 minutes from the per-minute history, fetched again every minute.",
+    ),
+    (
+        "7d",
+        "7 d",
+        "Last 7 days",
+        "7 days",
+        "One point per hour from the per-hour history, fetched again every minute.",
+    ),
+    (
+        "30d",
+        "30 d",
+        "Last 30 days",
+        "30 days",
+        "One point per hour from the per-hour history, fetched again every minute.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class ChartRange:
+    name: str
+    label: str
+    heading: str
+    span: str
+    description: str
+
+    @property
+    def series_url(self) -> str:
+        url = reverse("monitoring-api:metric-series")
+        return f"{url}?minutes=15&step=15" if self.name == "15m" else f"{url}?window={self.name}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +155,8 @@ def overview() -> dict:
         "switch": switch_panel(),
         **active_alerts(),
         "charts": CHARTS,
+        "chart_ranges": [ChartRange(*spec) for spec in CHART_RANGES],
+        "not_traffic": "|".join(settings.METRICS_NOT_TRAFFIC),
         "route_groups": route_groups(),
     }
 
@@ -197,3 +259,20 @@ def runbook_html() -> str:
     """docs/ROLLOUT.md as HTML, each heading with the anchor the rules' links point at."""
     text = (settings.BASE_DIR / "docs" / "ROLLOUT.md").read_text()
     return markdown.markdown(text, extensions=["toc", "fenced_code", "tables"])
+
+
+# The Review page's periods: (name, label).
+REVIEW_PERIODS = [("24h", "24 h"), ("7d", "7 days"), ("30d", "30 days")]
+
+
+def review(period: str) -> dict:
+    report = review_figures.report(period)
+    days = [{**day, "from": parse_datetime(day["from"])} for day in report["hit_rate"]["daily"]]
+    return {
+        "report": report,
+        "periods": REVIEW_PERIODS,
+        "period_label": dict(REVIEW_PERIODS)[period],
+        "period_from": parse_datetime(report["period"]["from"]),
+        "period_to": parse_datetime(report["period"]["to"]),
+        "days": days,
+    }

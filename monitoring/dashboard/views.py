@@ -123,6 +123,15 @@ def acknowledge_alert(request: HttpRequest, alert_id: int) -> HttpResponse:
 
 @require_GET
 @staff_required
+def review(request: HttpRequest) -> HttpResponse:
+    period = request.GET.get("period", "7d")
+    if period not in dict(pages.REVIEW_PERIODS):
+        raise Http404(f"no review period {period!r}")
+    return render(request, "monitoring/dashboard/review.html", pages.review(period))
+
+
+@require_GET
+@staff_required
 def switch_history(request: HttpRequest) -> HttpResponse:
     audits = Paginator(SwitchAudit.objects.all(), AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"audits": audits, "switch": pages.switch_panel()}

@@ -22,7 +22,16 @@ CACHE_FIELDS = [
     "redis_calls",
     "redis_seconds",
 ]
-WINDOWS = {"60s": 60, "5m": 300, "15m": 900, "1h": 3600, "24h": 86400}
+# Up to an hour from the raw windows; longer from the rollups (monitoring.metrics.history).
+WINDOWS = {
+    "60s": 60,
+    "5m": 300,
+    "15m": 900,
+    "1h": 3600,
+    "24h": 86400,
+    "7d": 7 * 86400,
+    "30d": 30 * 86400,
+}
 
 
 def empty_cache() -> dict:

@@ -4,6 +4,7 @@ period, trimmed to what a chart draws."""
 
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from monitoring.metrics.aggregate import (
@@ -26,29 +27,39 @@ class Bucket:
     def __init__(self, ended_at: datetime) -> None:
         self.ended_at = ended_at
         self.overall = empty_group()
+        self.traffic = empty_group()
         self.groups: dict[str, dict] = {}
         self.cache = empty_cache()
         self.server: dict | None = None
 
     def add(self, window: MetricWindow) -> None:
-        for name, part in window.data.get("requests", {}).items():
+        self.add_data(window.data)
+
+    def add_data(self, data: dict) -> None:
+        """A window's figures, or a rollup's (the same keys)."""
+        for name, part in data.get("requests", {}).items():
             merge_group(self.overall, part)
+            if name not in settings.METRICS_NOT_TRAFFIC:
+                merge_group(self.traffic, part)
             merge_group(self.groups.setdefault(name, empty_group()), part)
-        for part in window.data.get("cache", {}).values():
+        for part in data.get("cache", {}).values():
             merge_cache(self.cache, part)
-        server = window.data.get("server")
+        server = data.get("server")
         if server and (self.server is None or server.get("at", 0) >= self.server.get("at", 0)):
             self.server = server
 
     def point(self, seconds: int) -> dict:
         overall = request_figures(self.overall, seconds)
+        traffic = request_figures(self.traffic, seconds)
         cache = cache_figures(self.cache)
         server = self.server if self.server and self.server.get("connected") else {}
         return {
             "t": self.ended_at.isoformat(),
             "requests": overall["requests"],
             "requests_per_second": overall["requests_per_second"],
-            "error_rate": overall["error_rate"],
+            # What the error-rate rule judges: the monitoring's own probes (a health check's
+            # deliberate 503 during an outage) are not traffic.
+            "error_rate": traffic["error_rate"],
             "p50_ms": overall["p50_ms"],
             "p95_ms": overall["p95_ms"],
             "hit_rate": cache["hit_rate"],

@@ -145,10 +145,15 @@ def test_it_refuses_an_unknown_window_naming_the_allowed_ones(window):
     assert response.status_code == 400
     error = response.json()["error"]
     assert error.startswith("window must be one of ")
-    assert {"60s", "5m", "1h"} <= set(error.removeprefix("window must be one of ").split(", "))
+    assert {"60s", "5m", "1h", "7d", "30d"} <= set(
+        error.removeprefix("window must be one of ").split(", ")
+    )
 
 
-@pytest.mark.parametrize(("window", "seconds"), [("60s", 60), ("5m", 300), ("1h", 3600)])
+@pytest.mark.parametrize(
+    ("window", "seconds"),
+    [("60s", 60), ("5m", 300), ("1h", 3600), ("7d", 604800), ("30d", 2592000)],
+)
 def test_it_accepts_the_runbook_windows(window, seconds):
     response = Client().get(
         "/api/monitoring/metrics/performance", {"window": window}, headers=bearer()

@@ -4,7 +4,8 @@
  * window.opsCharts.render(figure, spec):
  *   figure  a <figure> holding an <svg>, an <output> and a <table> (see overview.html)
  *   spec    {from, to: ms timestamps; series: [{name, points: [[t, value|null], ...]}];
- *            format: value -> text; max: optional fixed top of the scale}
+ *            format: value -> text; max: optional fixed top of the scale;
+ *            span: optional words for the range, "15 minutes" if not given}
  */
 (function () {
   "use strict";
@@ -132,14 +133,18 @@
     return parts.join(" · ");
   }
 
+  function span(spec) {
+    return spec.span || "15 minutes";
+  }
+
   function describe(figure, spec, all) {
     var title = figure.querySelector(".chart__title");
     var name = title ? title.textContent : "chart";
     if (!all.length) {
-      return name + ": no data in the last 15 minutes";
+      return name + ": no data in the last " + span(spec);
     }
     return (
-      name + ": latest " + latestText(spec) + "; over the last 15 minutes, lowest " +
+      name + ": latest " + latestText(spec) + "; over the last " + span(spec) + ", lowest " +
       spec.format(Math.min.apply(null, all)) + ", highest " + spec.format(Math.max.apply(null, all))
     );
   }
@@ -150,7 +155,7 @@
       axis = document.createElement("div");
       axis.className = "chart__axis";
       axis.setAttribute("aria-hidden", "true");
-      axis.innerHTML = "<span>15 min ago</span><span class=\"chart__top\"></span><span>now</span>";
+      axis.innerHTML = "<span class=\"chart__from\"></span><span class=\"chart__top\"></span><span>now</span>";
       figure.querySelector("svg").after(axis);
     }
     return axis;
@@ -171,8 +176,10 @@
     ensureAxis(figure).after(legend);
   }
 
-  function clock(t) {
-    return new Date(t).toISOString().slice(11, 19);
+  /* A point's time: the clock, with the date once the chart spans more than a day. */
+  function clock(t, spec) {
+    var iso = new Date(t).toISOString();
+    return spec.to - spec.from > 86400000 ? iso.slice(5, 10) + " " + iso.slice(11, 16) : iso.slice(11, 19);
   }
 
   function fillTable(table, spec) {
@@ -190,7 +197,7 @@
         var value = found && found[1] !== null && found[1] !== undefined ? spec.format(found[1]) : "—";
         return "<td>" + value + "</td>";
       });
-      return "<tr><th scope=\"row\">" + clock(t) + "</th>" + cells.join("") + "</tr>";
+      return "<tr><th scope=\"row\">" + clock(t, spec) + "</th>" + cells.join("") + "</tr>";
     });
     table.innerHTML = head + "<tbody>" + rows.join("") + "</tbody>";
   }
@@ -202,7 +209,9 @@
     drawSvg(svg, spec, top);
     svg.setAttribute("aria-label", describe(figure, spec, all));
     figure.querySelector("output").textContent = latestText(spec);
-    ensureAxis(figure).querySelector(".chart__top").textContent = "top " + spec.format(top);
+    var axis = ensureAxis(figure);
+    axis.querySelector(".chart__from").textContent = span(spec) + " ago";
+    axis.querySelector(".chart__top").textContent = "top " + spec.format(top);
     ensureLegend(figure, spec);
     fillTable(figure.querySelector("table"), spec);
   }

@@ -10,7 +10,16 @@
     return;
   }
 
-  var WINDOW_MS = 15 * 60 * 1000;
+  // The charts' ranges (the buttons' data-range): how far back, whether live points are drawn
+  // on top of the history, and how often a history without them is fetched again.
+  var RANGES = {
+    "15m": { ms: 15 * 60 * 1000, live: true },
+    "1h": { ms: 3600 * 1000, live: false },
+    "24h": { ms: 86400 * 1000, live: false },
+    "7d": { ms: 7 * 86400 * 1000, live: false },
+    "30d": { ms: 30 * 86400 * 1000, live: false },
+  };
+  var HISTORY_REFRESH_MS = 60000;
   var HEALTH_LIVE_MS = 15000;
   var HEALTH_DEGRADED_MS = 5000;
   var ALERTS_DEGRADED_MS = 5000;
@@ -68,6 +77,8 @@
   var lastPointAt = 0;
   var historyMissing = false;
   var server = { ping: null, memory: null, at: 0 };
+  var range = "15m";
+  var notTraffic = (chartsSection.dataset.notTraffic || "").split("|");
 
   function percent(fraction) {
     return fraction === null || fraction === undefined ? null : fraction * 100;
@@ -139,6 +150,20 @@
     };
   }
 
+  /* The error rate the rules judge: of the route groups that are traffic (the monitoring's
+   * own probes are not). */
+  function trafficErrorRate(routeGroups) {
+    var requests = 0;
+    var errors = 0;
+    Object.keys(routeGroups || {}).forEach(function (name) {
+      if (notTraffic.indexOf(name) === -1) {
+        requests += routeGroups[name].requests || 0;
+        errors += routeGroups[name].errors || 0;
+      }
+    });
+    return requests ? errors / requests : null;
+  }
+
   /* A live point from a minute's figures (a snapshot's, or the performance API's). */
   function fromMinute(t, overall, cache, routeGroups) {
     var fresh = Date.now() - server.at < POINT_STALE_MS * 2;
@@ -146,7 +171,7 @@
       t: t,
       hit_rate: cache.hit_rate,
       rps: overall.requests_per_second,
-      error_rate: overall.error_rate,
+      error_rate: trafficErrorRate(routeGroups),
       p50: overall.p50_ms,
       p95: overall.p95_ms,
       redis_avg_ms: cache.redis_avg_ms,
@@ -209,6 +234,7 @@
       charts.render(figure, {
         from: from,
         to: to,
+        span: rangeButton(range).dataset.span,
         format: formatter(figure, GROUP_CHART.digits),
         series: GROUP_CHART.keys.map(function (which, i) {
           return {
@@ -240,7 +266,7 @@
 
   function draw() {
     var to = Date.now();
-    var from = to - WINDOW_MS;
+    var from = to - RANGES[range].ms;
     points = points.filter(function (p) {
       return p.t >= from;
     });
@@ -250,6 +276,7 @@
       charts.render(figure, {
         from: from,
         to: to,
+        span: rangeButton(range).dataset.span,
         max: def.max,
         format: formatter(figure, def.digits),
         series: seriesFor(figure, def),
@@ -262,18 +289,55 @@
     }
   }
 
+  function rangeButton(name) {
+    return chartsSection.querySelector("[data-range=\"" + name + "\"]");
+  }
+
   function loadHistory() {
-    return live.fetchJSON(chartsSection.dataset.seriesUrl).then(function (doc) {
+    var shown = range;
+    return live.fetchJSON(rangeButton(shown).dataset.seriesUrl).then(function (doc) {
+      if (shown !== range) {
+        return; // another range was chosen meanwhile
+      }
       var recent = points.filter(function (p) {
-        return p.live;
+        return p.live && RANGES[range].live;
       });
       points = doc.points.map(fromSeries).concat(recent);
       marks = (doc.marks || []).map(function (m) {
         return { at: Date.parse(m.at), until: m.until ? Date.parse(m.until) : null, kind: m.kind, label: m.label };
       });
+      historyMissing = false;
       draw();
     });
   }
+
+  /* Show another range: its heading, its note, its button pressed, its history. */
+  function choose(name) {
+    range = name;
+    var button = rangeButton(name);
+    chartsSection.querySelectorAll("[data-range]").forEach(function (other) {
+      other.setAttribute("aria-pressed", String(other === button));
+    });
+    document.getElementById("charts-heading").textContent = button.dataset.heading;
+    chartsSection.querySelector("[data-range-description]").textContent = button.dataset.description;
+    groupsBox.querySelector("[data-latency-groups-empty]").textContent =
+      "No requests in the " + button.dataset.heading.toLowerCase() + ".";
+    points = [];
+    showNote("loading");
+    loadHistory().catch(function () {
+      historyMissing = true;
+      showNote("no-history");
+    });
+  }
+
+  chartsSection.querySelectorAll("[data-range]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      choose(button.dataset.range);
+    });
+  });
+  live.every(function () {
+    return RANGES[range].live ? null : loadHistory();
+  }, HISTORY_REFRESH_MS);
 
   live.on("monitoring.snapshot", function (snapshot) {
     var redis = snapshot.redis || {};
@@ -286,13 +350,16 @@
       refreshHealth();
     }
     var minute = snapshot.minute || {};
+    if (!RANGES[range].live) {
+      return;
+    }
     var point = fromMinute(Date.parse(snapshot.at), minute.overall || {}, minute.cache || {}, minute.route_groups);
     point.live = true;
     addPoint(point);
   });
 
   live.every(function () {
-    if (Date.now() - lastPointAt < POINT_STALE_MS) {
+    if (!RANGES[range].live || Date.now() - lastPointAt < POINT_STALE_MS) {
       return null;
     }
     return live.fetchJSON(chartsSection.dataset.performanceUrl).then(function (doc) {
