@@ -3,22 +3,28 @@ when the served app's Redis dies, and the way back from it; a silence made with 
 shown on the overview; an incident's page with its timeline and a note; the charts' marks."""
 
 import re
+import threading
+import time
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from monitoring.alerts import engine
+from monitoring.alerts import engine, incidents
 from monitoring.alerts.rules import Rule, Sample
 from monitoring.cache import controls
-from monitoring.models import Incident, SwitchAudit
+from monitoring.models import Alert, Incident, SwitchAudit
 from tests.e2e.support import (
     SHOWN_WITHIN_MS,
     active_alerts,
     expect,
     serving,
+    sms_sid,
     switch_state,
     wait_live,
 )
+from tests.factories import make_org
+from tests.monitoring.evaluator_support import SlackCatcher
 from tests.personas import flipper, viewer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,10 +34,26 @@ SAMPLE = Sample(caching_enabled=True, redis={}, minute={}, five_minutes={})
 
 
 @pytest.fixture(scope="module")
-def server(browser, tmp_path_factory, django_db_setup, django_db_blocker):
+def slack_catcher():
+    catcher = SlackCatcher()
+    thread = threading.Thread(target=catcher.serve_forever, daemon=True)
+    thread.start()
+    yield catcher
+    catcher.shutdown()
+    catcher.server_close()
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(browser, tmp_path_factory, django_db_setup, django_db_blocker, slack_catcher):
     log_dir = tmp_path_factory.mktemp("served")
     with serving(
-        log_dir, django_db_blocker, AUTO_ROLLBACK="redis_lost", AUTO_ROLLBACK_AFTER_SECONDS="1"
+        log_dir,
+        django_db_blocker,
+        AUTO_ROLLBACK="redis_lost",
+        AUTO_ROLLBACK_AFTER_SECONDS="1",
+        REDIS_ALERT_WEBHOOK_URL=slack_catcher.url,
+        NOTIFICATION_POLL_SECONDS="0.2",
     ) as served:
         yield served
 
@@ -47,7 +69,10 @@ def test_it_shows_the_rollback_banner_live_and_turns_caching_back_on_from_it(ser
     page.evaluate("window.e2eLoaded = 'once'")
     expect(banner(page)).to_be_hidden()
 
+    make_org()
     server.cache_redis.stop()
+    for n in range(4):  # traffic while Redis is down: the breaker opens
+        assert server.post_sms(sms_sid(n), "Are you open today?") == 200
     expect(banner(page)).to_be_visible(timeout=SHOWN_WITHIN_MS)
     expect(banner(page)).to_contain_text("Redis connection lost firing since")
     expect(switch_state(page)).to_have_text("OFF")
@@ -64,6 +89,32 @@ def test_it_shows_the_rollback_banner_live_and_turns_caching_back_on_from_it(ser
         ("system", False),
         ("olivia", True),
     ]
+
+    # The outage's incident tells all of it, acknowledgement and a note included.
+    deadline = time.monotonic() + SHOWN_WITHIN_MS / 1000
+    while not incidents.breaker_changes(timezone.now() - timedelta(minutes=5), timezone.now()):
+        assert time.monotonic() < deadline, "no breaker transition reached the metric windows"
+        time.sleep(0.2)
+    alert = Alert.objects.get(rule="redis_connection_lost")
+    page.goto(f"/dashboard/alerts/{alert.pk}/")
+    page.get_by_role("button", name="Acknowledge").click()
+    page.get_by_role("link", name=f"#{alert.incident_id}", exact=True).click()
+    page.get_by_label("Add a note").fill("Redis was restarted by hand")
+    page.get_by_role("button", name="Add note").click()
+    timeline = page.get_by_role("list", name="Timeline")
+    for text in [
+        re.compile(r"app process \S+ started"),
+        "redis_connection_lost: opened → pending",
+        "redis_connection_lost: pending → firing",
+        "slack told of redis_connection_lost firing: sent (attempt 1)",
+        re.compile(r"breaker in \S+: closed → open"),
+        "system (system): turn caching off — automatic rollback (AUTO_ROLLBACK=redis_lost)",
+        "redis_connection_lost: firing → resolved",
+        "olivia acknowledged redis_connection_lost",
+        "olivia (dashboard): turn caching on — Redis restarted and checked",
+        "olivia: Redis was restarted by hand",
+    ]:
+        expect(timeline.get_by_role("listitem").filter(has_text=text).first).to_be_visible()
 
 
 def test_it_creates_a_silence_with_the_form_and_shows_it_on_the_overview(server, browse):
