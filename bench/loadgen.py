@@ -17,6 +17,7 @@ import sys
 import time
 
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+CHUNKED = re.compile(rb"\r\ntransfer-encoding:\s*chunked", re.IGNORECASE)
 FALLBACK_MARK = b'"organization_id": ""'
 
 
@@ -60,9 +61,22 @@ class Load:
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     length = CONTENT_LENGTH.search(head)
-    if length is None:
+    if length is not None:
+        return int(head[9:12]), await reader.readexactly(int(length.group(1)))
+    if CHUNKED.search(head) is None:
         raise ConnectionError(f"an answer without Content-Length: {head[:200]!r}")
-    return int(head[9:12]), await reader.readexactly(int(length.group(1)))
+    return int(head[9:12]), await read_chunks(reader)
+
+
+async def read_chunks(reader: asyncio.StreamReader) -> bytes:
+    """A chunked body (what daphne sends for a response that declares no length)."""
+    body = b""
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        chunk = await reader.readexactly(size + 2)
+        if size == 0:
+            return body
+        body += chunk[:-2]
 
 
 async def connection(load: Load, measure_from: float, until: float) -> None:
