@@ -21,8 +21,7 @@ from leads.models import Lead, WebhookEvent
 from leads.phones import MAX_INPUT_LENGTH, InvalidPhoneNumber, normalize_phone
 from leads.services import acall_context
 from leads.services import calls as calls_module
-from leads.webhooks import deliveries, handlers, intake, variables
-from leads.webhooks.deferred import writer
+from leads.webhooks import deliveries, handlers, intake, recording, variables
 from leads.webhooks.intake import Rejected
 from leads.webhooks.signatures import BadSignature, verify_elevenlabs
 from monitoring import counters
@@ -73,7 +72,8 @@ def _check_shared_secret(request: HttpRequest) -> None:
 
 async def answer_initiation(payload: dict) -> dict:
     """The answer, from the cached call context (with a warm cache: no SQL, one Redis round
-    trip, on the event loop). The call is recorded off the response path."""
+    trip, on the event loop). The call is spooled (one write) and recorded off the response
+    path, a new caller's as a known caller's."""
     now = timezone.now()
     caller, called = _phone_or_raw(payload["caller_id"]), _phone_or_raw(payload["called_number"])
     outbound = False
@@ -91,8 +91,8 @@ async def answer_initiation(payload: dict) -> dict:
     lead_id = context["lead"]["id"] if context["lead"] else None
     if "call_sid" in payload and not calls_module.call_sid_or_none(payload["call_sid"]):
         payload = {**payload, "call_sid": None}  # not a call SID: recorded without one
-    call = (context["organization"]["id"], customer, lead_id, payload, now)
-    await writer.asubmit_batched(record_initiations, call)
+    call = Call(context["organization"]["id"], customer, lead_id, payload, now, uuid.uuid4().hex)
+    await recording.asubmit(call)
     return variables.initiation_answer(context, customer, outbound, now)
 
 
