@@ -21,6 +21,8 @@ once the app has stopped; behind the proxy, (b)'s p50 at least 5x lower than
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +36,7 @@ from django.db import connections
 from bench import population, processes
 from leads import services
 from leads.models import WebhookEvent
+from leads.webhooks import spool
 from monitoring.cache import gate, switch
 from monitoring.models import MetricWindow
 
@@ -55,6 +58,7 @@ class Case:
     proxied: bool
     pool: str
     connections: int = 0  # 0: --connections
+    worker: bool = False  # RECORD_WORKER on: a record_worker process records, the app spools
 
 
 CASES = [
@@ -66,6 +70,7 @@ CASES = [
     Case("c_proxy", "(c) switch off, PostgreSQL +2 ms each way", SECRET, False, True, "cold"),
     Case("c", "(c) initiation, switch off", SECRET, False, False, "cold"),
     Case("b_new", "(b new) warm cache, new callers", SECRET, True, False, "new"),
+    Case("b_new_w", "(b new) new callers, record_worker", SECRET, True, False, "new", worker=True),
 ]
 # New callers' numbers: outside the population's (+1555 2..4 nnnnnn).
 NEW_CALLER = "+15558{:06d}"
@@ -147,15 +152,21 @@ def run_case(case: Case, pools: dict, people: population.Population, args) -> di
     set_caching(case.caching)
     recorded_before = initiations_recorded()
     proxy: dict = {}
-    with database_url(case, args.delay_ms, proxy) as url:
-        with processes.daphne(app_environment(url)) as (port, pid):
+    with database_url(case, args.delay_ms, proxy) as url, recorder(case, url) as worker:
+        with processes.daphne(app_environment(url, case.worker)) as (port, pid):
             cpu_before = processes.cpu_seconds(pid)
             callers = pools[case.pool]
             result = processes.run_load(load_plan(case, port, callers.remaining(), people, args))
             callers.consume(result["sent"])
             cpu = processes.cpu_seconds(pid) - cpu_before
             result["recorded_while_up"] = initiations_recorded() - recorded_before
-    # Once the app has stopped (SIGTERM: it drains its recording first).
+        # Counted once the app has stopped (SIGTERM: it drains its recording first) and the
+        # record worker has emptied the spool.
+        if worker is not None:
+            result["worker_cpu_cores"] = round(
+                processes.cpu_seconds(worker.pid) / (args.warmup + args.duration), 2
+            )
+            wait_for_empty_spool()
     result["recorded"] = initiations_recorded() - recorded_before
     result["app"] = app_metrics(pid)
     result["app_cpu_cores"] = round(cpu / (args.warmup + args.duration), 2)
@@ -187,9 +198,34 @@ def database_url(case: Case, delay_ms: float, proxy_summary: dict):
         yield parts._replace(netloc=netloc).geturl()
 
 
-def app_environment(database_url: str) -> dict[str, str]:
+@contextmanager
+def recorder(case: Case, database_url: str):
+    """`manage.py record_worker` beside the app for a worker case, stopped by SIGTERM after."""
+    if not case.worker:
+        yield None
+        return
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "record_worker"],
+        cwd=processes.ROOT,
+        env=app_environment(database_url, True),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield child
+    finally:
+        processes.stop(child)
+
+
+def wait_for_empty_spool(timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def app_environment(database_url: str, worker: bool = False) -> dict[str, str]:
     return {
         **os.environ,
+        "RECORD_WORKER": "true" if worker else "false",
         "DATABASE_URL": database_url,
         "REDIS_URL": settings.REDIS_URL,
         "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
@@ -267,6 +303,7 @@ def build_report(args, people: population.Population, warmed: dict, results: dic
         ("b_vs_a_throughput", "b", "a", "rps", THROUGHPUT_MIN),
         ("proxy_c_vs_b_p50", "c_proxy", "b_proxy", "p50_ms", PROXY_P50_RATIO_MIN),
         ("new_vs_warm_throughput", "b_new", "b", "rps", NEW_CALLERS_MIN),
+        ("new_with_worker_vs_warm_throughput", "b_new_w", "b", "rps", NEW_CALLERS_MIN),
     ):
         value = _ratio(results, top, bottom, figure, 3)
         if value is not None:
