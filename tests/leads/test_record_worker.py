@@ -209,6 +209,7 @@ def test_it_records_the_files_of_two_writers_once_and_deletes_them(tmp_path):
     assert set(WebhookEvent.objects.values_list("status", "duplicates")) == {("processed", 0)}
 
 
+@override_settings(RECORD_WORKER=True)  # this process's writer threads leave the spool alone
 def test_it_leaves_a_file_whose_batch_fails_for_the_next_try(monkeypatch):
     from django.db import OperationalError
     from django.utils import timezone
