@@ -113,8 +113,8 @@ class Writer:
             return self._rotate_locked()
 
     def _open(self, root: Path) -> None:
-        if self._fd is not None and self._owner == os.getpid():
-            self._rotate_locked()  # the spool moved (a test's setting): the old file is done
+        if self._fd is not None:
+            self._let_go()
         _subdirectories(root)
         self._sequence += 1
         name = f"{time.time_ns():020d}~{identity()}~{self._sequence}{SUFFIX}"
@@ -122,6 +122,18 @@ class Writer:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         self._fd = os.open(self._path, flags, 0o600)
         self._owner, self._lines, self._opened_at = os.getpid(), 0, time.monotonic()
+
+    def _let_go(self) -> None:
+        """The spool moved (a test's setting) or this is a forked child: the old file is done
+        with. The child's copy of its parent's descriptor is only closed (the file is the
+        parent's); an empty file of this process's own is removed."""
+        mine = self._owner == os.getpid()
+        if mine and self._rotate_locked():
+            return
+        os.close(self._fd)
+        if mine:
+            self._path.unlink(missing_ok=True)
+        self._fd, self._path, self._lines = None, None, 0
 
     def _rotate_locked(self) -> bool:
         if self._fd is None or self._owner != os.getpid() or not self._lines:

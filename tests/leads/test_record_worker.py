@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -288,3 +289,34 @@ def test_it_answers_a_new_caller_with_the_work_of_a_known_callers_answer(redis_s
     assert costs["new"] == costs["known"] == (0, {"mget": 1}, 1)
     assert writer.pending() == 0  # nothing handed to this process's writer threads
     assert not Conversation.objects.exists()
+
+
+# --- the spool's files -----------------------------------------------------------------------
+
+
+def test_it_hands_a_file_over_when_the_spool_moves_and_drops_an_empty_one(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    with override_settings(RECORD_SPOOL_DIR=first, RECORD_WORKER=True):
+        spool.writer.append({"n": 1})
+    with override_settings(RECORD_SPOOL_DIR=second, RECORD_WORKER=True):
+        spool.writer.append({"n": 2})
+        assert spool.writer.rotate()
+        assert not spool.writer.rotate()  # nothing written since
+    assert [p.read_text() for p in (first / spool.READY).iterdir()] == ['{"n":1}\n']
+    assert [p.read_text() for p in (second / spool.READY).iterdir()] == ['{"n":2}\n']
+    assert list((first / spool.OPEN).iterdir()) == list((second / spool.OPEN).iterdir()) == []
+
+
+def test_it_takes_back_the_files_a_dead_consumer_had_claimed(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    pid = int(dead.stdout)
+    root = tmp_path / "spool"
+    claimed = root / spool.CLAIMED / f"{socket.gethostname()}~{pid}~1"
+    claimed.mkdir(parents=True)
+    (claimed / f"1~host~{pid}~1~1{spool.SUFFIX}").write_text('{"n":1}\n')
+    assert spool.alive(claimed.name) is False
+    assert spool.reclaim(root) == 1
+    assert [p.name for p in (root / spool.READY).iterdir()] == [f"1~host~{pid}~1~1{spool.SUFFIX}"]
+    assert not claimed.exists()
