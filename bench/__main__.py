@@ -45,6 +45,7 @@ def add_load_arguments(sub: argparse.ArgumentParser) -> None:
         "--callers", type=int, default=9_000, help="callers warmed for the warm cases (in all)"
     )
     sub.add_argument("--delay-ms", type=float, default=2.0, help="proxy delay, each direction")
+    sub.add_argument("--cases", default="", help="only these cases (comma-separated keys)")
 
 
 def add_monitoring_arguments(sub: argparse.ArgumentParser) -> None:

@@ -8,16 +8,21 @@ fixed concurrency for a fixed time, and stop it:
   (b) initiation with a warm cache (caching on, each caller's context cached beforehand);
   (c) initiation with caching switched off (every answer loads the context from PostgreSQL);
   (b) and (c) again with the app reaching PostgreSQL through a delay proxy (+2 ms each way),
-  at the fixed concurrency and (for their unloaded latency) with a single connection.
+  at the fixed concurrency and (for their unloaded latency) with a single connection;
+  (b new) as (b), but every caller is new (no lead yet; the "no lead" context warmed
+  beforehand): each answer's recording creates a lead as well.
 Each case gets callers no earlier case used: every answer records the call, a write that drops
 (and may reload) the caller's cached context. The warm cases' callers are warmed first.
-Targets: (b) >= 0.8x (a) in requests/s; behind the proxy, (b)'s p50 at least 5x lower than
+Targets: (b) >= 0.8x (a) in requests/s; (b new) >= 0.8x (b), every answered call recorded
+once the app has stopped; behind the proxy, (b)'s p50 at least 5x lower than
 (c)'s; no non-2xx answer in any run but the deliberate 401s of (a).
 """
 
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +36,7 @@ from django.db import connections
 from bench import preamble, processes, seed
 from leads import services
 from leads.models import WebhookEvent
+from leads.webhooks import spool
 from monitoring.cache import gate, switch
 from monitoring.models import MetricWindow
 
@@ -39,6 +45,7 @@ METRICS_GROUP = "webhook_initiation"  # the initiation's route group in the app'
 WARM_THREADS = 4
 THROUGHPUT_MIN = 0.8
 PROXY_P50_RATIO_MIN = 5.0
+NEW_CALLERS_MIN = 0.8
 ONE = "proxy_c_vs_b_p50_one_connection"
 
 
@@ -51,6 +58,7 @@ class Case:
     proxied: bool
     pool: str
     connections: int = 0  # 0: --connections
+    worker: bool = False  # RECORD_WORKER on: a record_worker process records, the app spools
 
 
 CASES = [
@@ -61,7 +69,11 @@ CASES = [
     Case("c_proxy_1", "(c) switch off, +2 ms, 1 connection", SECRET, False, True, "cold", 1),
     Case("c_proxy", "(c) switch off, PostgreSQL +2 ms each way", SECRET, False, True, "cold"),
     Case("c", "(c) initiation, switch off", SECRET, False, False, "cold"),
+    Case("b_new", "(b new) warm cache, new callers", SECRET, True, False, "new"),
+    Case("b_new_w", "(b new) new callers, record_worker", SECRET, True, False, "new", worker=True),
 ]
+# New callers' numbers: outside the population's (+1555 2..4 nnnnnn).
+NEW_CALLER = "+15558{:06d}"
 
 
 class Callers:
@@ -87,8 +99,14 @@ def run(args) -> int:
         raise RuntimeError(f"{len(people.callers)} callers with history: too few for --callers")
     pools = {"warm": Callers(people.callers[: args.callers])}
     pools["cold"] = Callers(people.callers[args.callers :])
+    cases = [case for case in CASES if not args.cases or case.key in args.cases.split(",")]
     warmed = warm(people.org_number, pools["warm"].phones)
-    results = {case.key: run_case(case, pools, people, args) for case in CASES}
+    pools["new"] = Callers([NEW_CALLER.format(n) for n in range(args.callers)])
+    results = {}
+    for case in cases:
+        if case.pool == "new":  # just before: an earlier case must not have made them cold
+            warmed["new_contexts"] = warm(people.org_number, pools["new"].remaining())["contexts"]
+        results[case.key] = run_case(case, pools, people, args)
     report = build_report(args, people, warmed, results)
     report["load_average_1min"] = machine.load_average()
     return preamble.finish(report, print_report)
@@ -121,7 +139,9 @@ def _expect_hits(org_number: str, sample: list[str]) -> None:
     for phone in sample:
         services.call_context(org_number, phone)
     now = gate.stats.snapshot()["ctx"]["hits"]
-    if now - hits != len(sample):
+    # A shared machine can stall one Redis answer past its timeout: a miss or two is noise
+    # (that caller's first answer is cold), more is a warming that failed.
+    if now - hits < len(sample) * 0.98:
         raise RuntimeError(f"warming failed: {now - hits} hits for {len(sample)} warmed callers")
 
 
@@ -132,14 +152,22 @@ def run_case(case: Case, pools: dict, people: seed.Population, args) -> dict:
     set_caching(case.caching)
     recorded_before = initiations_recorded()
     proxy: dict = {}
-    with database_url(case, args.delay_ms, proxy) as url:
-        with processes.daphne(app_environment(url)) as (port, pid):
+    with database_url(case, args.delay_ms, proxy) as url, recorder(case, url) as worker:
+        with processes.daphne(app_environment(url, case.worker)) as (port, pid):
             cpu_before = processes.cpu_seconds(pid)
             callers = pools[case.pool]
             result = processes.run_load(load_plan(case, port, callers.remaining(), people, args))
             callers.consume(result["sent"])
             cpu = processes.cpu_seconds(pid) - cpu_before
-            result["recorded"] = initiations_recorded() - recorded_before
+            result["recorded_while_up"] = initiations_recorded() - recorded_before
+        # Counted once the app has stopped (SIGTERM: it drains its recording first) and the
+        # record worker has emptied the spool.
+        if worker is not None:
+            result["worker_cpu_cores"] = round(
+                processes.cpu_seconds(worker.pid) / (args.warmup + args.duration), 2
+            )
+            wait_for_empty_spool()
+    result["recorded"] = initiations_recorded() - recorded_before
     result["app"] = app_metrics(pid)
     result["app_cpu_cores"] = round(cpu / (args.warmup + args.duration), 2)
     result["load_cpu_cores"] = round(result["cpu_s"] / (args.warmup + args.duration), 2)
@@ -170,9 +198,34 @@ def database_url(case: Case, delay_ms: float, proxy_summary: dict):
         yield parts._replace(netloc=netloc).geturl()
 
 
-def app_environment(database_url: str) -> dict[str, str]:
+@contextmanager
+def recorder(case: Case, database_url: str):
+    """`manage.py record_worker` beside the app for a worker case, stopped by SIGTERM after."""
+    if not case.worker:
+        yield None
+        return
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "record_worker"],
+        cwd=processes.ROOT,
+        env=app_environment(database_url, True),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield child
+    finally:
+        processes.stop(child)
+
+
+def wait_for_empty_spool(timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while spool.pending() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def app_environment(database_url: str, worker: bool = False) -> dict[str, str]:
     return {
         **os.environ,
+        "RECORD_WORKER": "true" if worker else "false",
         "DATABASE_URL": database_url,
         "REDIS_URL": settings.REDIS_URL,
         "REDIS_KEY_PREFIX": settings.REDIS_KEY_PREFIX,
@@ -232,21 +285,42 @@ def initiations_recorded() -> int:
 # --- report ---------------------------------------------------------------------------------
 
 
+def _ratio(results: dict, top: str, bottom: str, figure: str, digits: int) -> float | None:
+    """results[top][figure] / results[bottom][figure], or None when either case did not run."""
+    if top not in results or bottom not in results:
+        return None
+    below = results[bottom][figure]
+    return round(results[top][figure] / below, digits) if below else 0.0
+
+
 def build_report(args, people: seed.Population, warmed: dict, results: dict) -> dict:
-    a, b, bp, cp = (results[k] for k in ("a", "b", "b_proxy", "c_proxy"))
-    throughput = round(b["rps"] / a["rps"], 3) if a["rps"] else 0.0
-    p50_ratio = round(cp["p50_ms"] / bp["p50_ms"], 2) if bp["p50_ms"] else 0.0
-    one = results["c_proxy_1"]["p50_ms"] / results["b_proxy_1"]["p50_ms"]
     clean = {k: r["non_2xx"] == 0 and r["errors"] == 0 for k, r in results.items() if k != "a"}
-    floor_only_401 = set(a["statuses"]) == {"401"} and a["errors"] == 0
-    targets = {
-        "b_vs_a_throughput": {"value": throughput, "min": THROUGHPUT_MIN},
-        "proxy_c_vs_b_p50": {"value": p50_ratio, "min": PROXY_P50_RATIO_MIN},
-        "zero_non_2xx": {"value": clean, "floor_only_401": floor_only_401},
-    }
-    targets["b_vs_a_throughput"]["met"] = throughput >= THROUGHPUT_MIN
-    targets["proxy_c_vs_b_p50"]["met"] = p50_ratio >= PROXY_P50_RATIO_MIN
+    floor_only_401 = "a" not in results or (
+        set(results["a"]["statuses"]) == {"401"} and results["a"]["errors"] == 0
+    )
+    targets = {}
+    for name, top, bottom, figure, least in (
+        ("b_vs_a_throughput", "b", "a", "rps", THROUGHPUT_MIN),
+        ("proxy_c_vs_b_p50", "c_proxy", "b_proxy", "p50_ms", PROXY_P50_RATIO_MIN),
+        ("new_vs_warm_throughput", "b_new", "b", "rps", NEW_CALLERS_MIN),
+        ("new_with_worker_vs_warm_throughput", "b_new_w", "b", "rps", NEW_CALLERS_MIN),
+    ):
+        value = _ratio(results, top, bottom, figure, 3)
+        if value is not None:
+            targets[name] = {"value": value, "min": least, "met": value >= least}
+    targets["zero_non_2xx"] = {"value": clean, "floor_only_401": floor_only_401}
     targets["zero_non_2xx"]["met"] = all(clean.values()) and floor_only_401
+    # Over the run: a call a case's app left in the spool at its exit is recorded by the next
+    # consumer (a later case's app or record worker). A fallback answer records nothing.
+    answered = [r for k, r in results.items() if k != "a"]
+    sent = sum(r["requests"] + r["warmup_requests"] - r["fallbacks"] for r in answered)
+    done = sum(r["recorded"] for r in answered)
+    targets["all_recorded"] = {
+        "value": f"{done}/{sent}",
+        "spool_files_left": spool.pending(),
+        "met": done == sent and not spool.pending(),
+    }
+    one = _ratio(results, "c_proxy_1", "b_proxy_1", "p50_ms", 2)
     return {
         "scenario": "initiation",
         "settings": {k: getattr(args, k) for k in ("connections", "warmup", "duration")}
@@ -255,7 +329,7 @@ def build_report(args, people: seed.Population, warmed: dict, results: dict) -> 
         "warmed": warmed,
         "cases": results,
         "targets": targets,
-        ONE: round(one, 2),
+        ONE: one,
         "targets_met": all(t["met"] for t in targets.values()),
         "source": processes.source_state(),
     }

@@ -126,7 +126,8 @@ def _leads_changed(sender, before, after, changes, **kwargs) -> None:
         phones.add(changes["phone"])
     ids = {row["id"] for row in before} | {lead.id for lead in after}
     scopes = set().union(*(lead_scopes(i, ()) for i in ids)) if ids else set()
-    _changed(scopes | lead_scopes(None, phones))
+    # As for a lead saved: the callers of the leads written are re-warmed (those in use).
+    _changed(scopes | lead_scopes(None, phones), _callers_of(after))
 
 
 # --- conversations and messages ---------------------------------------------------------------

@@ -313,6 +313,19 @@ AGENT_LANGUAGE = env.str("AGENT_LANGUAGE", default="en")
 DEFERRED_WORKERS = env.int("DEFERRED_WORKERS", default=4)
 DEFERRED_MAX_QUEUE = env.int("DEFERRED_MAX_QUEUE", default=200)
 DEFERRED_DRAIN_SECONDS = _positive_float("DEFERRED_DRAIN_SECONDS", default=30.0)
+# Answered calls are appended to a spool of files here (one line each) and recorded from it in
+# batches of RECORD_BATCH_SIZE: by the app's writer threads, or with RECORD_WORKER on by
+# `manage.py record_worker` only (the app then only appends). A file is rotated after
+# RECORD_SPOOL_ROTATE_LINES calls or RECORD_SPOOL_ROTATE_SECONDS; a batch that failed is tried
+# again after RECORD_RETRY_SECONDS; record_worker looks for new files every
+# RECORD_WORKER_POLL_SECONDS.
+RECORD_SPOOL_DIR = Path(env.str("RECORD_SPOOL_DIR", default=str(VAR_DIR / "record-spool")))
+RECORD_WORKER = _strict_bool("RECORD_WORKER", default=False)
+RECORD_BATCH_SIZE = env.int("RECORD_BATCH_SIZE", default=100)
+RECORD_SPOOL_ROTATE_LINES = env.int("RECORD_SPOOL_ROTATE_LINES", default=1000)
+RECORD_SPOOL_ROTATE_SECONDS = _positive_float("RECORD_SPOOL_ROTATE_SECONDS", default=0.2)
+RECORD_RETRY_SECONDS = _positive_float("RECORD_RETRY_SECONDS", default=1.0)
+RECORD_WORKER_POLL_SECONDS = _positive_float("RECORD_WORKER_POLL_SECONDS", default=0.2)
 TWILIO_AUTH_TOKEN = env.str(
     "TWILIO_AUTH_TOKEN", default=_LOCAL_SECRETS.get("TWILIO_AUTH_TOKEN", "")
 )

@@ -68,6 +68,14 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(autouse=True)
+def record_spool(tmp_path):
+    """A spool of answered calls of this test's own: nothing one test answered is recorded
+    into another's tables."""
+    with override_settings(RECORD_SPOOL_DIR=tmp_path / "record-spool"):
+        yield tmp_path / "record-spool"
+
+
+@pytest.fixture(autouse=True)
 def cache_prefix():
     """A fresh gate (breaker, switch copy, counters) and a key prefix of this test's own."""
     prefix = f"opsdash-test:{uuid.uuid4().hex[:10]}"

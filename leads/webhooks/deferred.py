@@ -36,6 +36,22 @@ class DeferredWriter:
         self._jobs: queue.Queue = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._waiting: set = set()
+
+    def submit_once(self, job: Callable[[], object]) -> None:
+        """Queue `job` unless it is queued already and has not started: however many times it
+        is submitted meanwhile, it runs once, after all of them. Never run in the caller's
+        thread, however far behind the workers are: what it does is not lost by waiting."""
+        with self._lock:
+            if job in self._waiting:
+                return
+            self._waiting.add(job)
+        self._queue(self._started_once, (job,))
+
+    def _started_once(self, job: Callable[[], object]) -> None:
+        with self._lock:
+            self._waiting.discard(job)
+        job()
 
     def submit_batched(self, job: Callable[[list], object], item) -> None:
         """Queue `item` for `job`, which a worker calls with every such item queued at that
@@ -130,20 +146,21 @@ class DeferredWriter:
         return items, others
 
     def _run_with_retries(self, job, args) -> None:
+        name = args[0].__name__ if job == self._started_once else job.__name__
         for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
             time.sleep(delay)
             try:
                 job(*args)
                 return
             except DatabaseError:
-                log.warning("deferred %s failed (attempt %s), retrying", job.__name__, attempt + 1)
+                log.warning("deferred %s failed (attempt %s), retrying", name, attempt + 1)
                 close_old_connections()
             except Exception:  # a bug in a job must not kill the worker; logged with its input
-                log.exception("deferred %s raised", job.__name__)
+                log.exception("deferred %s raised", name)
                 break
         counters.increment("deferred.lost")
         # Its input is not logged: payloads carry names, numbers and what callers said.
-        log.error("deferred %s gave up (%s)", job.__name__, _identify(args))
+        log.error("deferred %s gave up (%s)", name, _identify(args))
 
 
 def _identify(args) -> str:
@@ -161,6 +178,8 @@ def _identify(args) -> str:
 
 
 def _drain_at_exit() -> None:
+    """Every write queued runs before the process exits (a call spooled but not recorded yet
+    stays in its file for the next consumer in any case)."""
     if not writer.drain(settings.DEFERRED_DRAIN_SECONDS):
         counters.increment("deferred.lost", writer.pending())
         log.error("deferred: %s writes still queued at exit are lost", writer.pending())

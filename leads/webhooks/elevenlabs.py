@@ -8,10 +8,12 @@ import hashlib
 import hmac
 import logging
 import uuid
+from datetime import datetime
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
@@ -19,8 +21,7 @@ from leads.models import Lead, WebhookEvent
 from leads.phones import MAX_INPUT_LENGTH, InvalidPhoneNumber, normalize_phone
 from leads.services import acall_context
 from leads.services import calls as calls_module
-from leads.webhooks import deliveries, handlers, intake, variables
-from leads.webhooks.deferred import writer
+from leads.webhooks import deliveries, handlers, intake, recording, variables
 from leads.webhooks.intake import Rejected
 from leads.webhooks.signatures import BadSignature, verify_elevenlabs
 from monitoring import counters
@@ -71,7 +72,8 @@ def _check_shared_secret(request: HttpRequest) -> None:
 
 async def answer_initiation(payload: dict) -> dict:
     """The answer, from the cached call context (with a warm cache: no SQL, one Redis round
-    trip, on the event loop). The call is recorded off the response path."""
+    trip, on the event loop). The call is spooled (one write) and recorded off the response
+    path, a new caller's as a known caller's."""
     now = timezone.now()
     caller, called = _phone_or_raw(payload["caller_id"]), _phone_or_raw(payload["called_number"])
     outbound = False
@@ -89,8 +91,8 @@ async def answer_initiation(payload: dict) -> dict:
     lead_id = context["lead"]["id"] if context["lead"] else None
     if "call_sid" in payload and not calls_module.call_sid_or_none(payload["call_sid"]):
         payload = {**payload, "call_sid": None}  # not a call SID: recorded without one
-    call = (context["organization"]["id"], customer, lead_id, payload, now)
-    await writer.asubmit_batched(record_initiations, call)
+    call = Call(context["organization"]["id"], customer, lead_id, payload, now, uuid.uuid4().hex)
+    await recording.asubmit(call)
     return variables.initiation_answer(context, customer, outbound, now)
 
 
@@ -109,90 +111,136 @@ async def _context_or_none(org_number: str, customer: str) -> dict | None:
         return None
 
 
+class Call(NamedTuple):
+    """An answered call, as recorded: who it is for, as resolved when it was answered, and the
+    answer's own id (a replayed record of one answer is recognized as such)."""
+
+    organization_id: int
+    customer: str
+    lead_id: int | None
+    payload: dict
+    started_at: datetime
+    answer: str | None = None
+
+
 def record_initiations(calls: list[tuple]) -> None:
-    """Deferred, in batches: each call's delivery row and conversation (status initiated).
-    Known callers' calls are written together (a few statements for the whole batch); a new
-    caller's, one without a call SID, or one whose lead has gone since it was answered, one by
-    one through the general delivery path, which records a call that fails as failed with its
+    """Deferred, in batches: each call's delivery row, its conversation (status initiated) and,
+    for a new caller, the lead. Calls with a call SID, of known and new callers alike, are
+    written together in a fixed number of statements whatever the batch's size and mix; one
+    without a call SID, or one whose lead has gone since it was answered, goes one by one
+    through the general delivery path, which records a call that fails as failed with its
     error. If the batch itself fails, its calls are recorded one by one: one bad call never
     loses the others."""
-    known = [call for call in calls if call[2] is not None and call[3].get("call_sid")]
-    alone = [call for call in calls if call not in known]
-    if known:
+    calls = [Call(*call) for call in calls]
+    together = [call for call in calls if call.payload.get("call_sid")]
+    alone = [call for call in calls if not call.payload.get("call_sid")]
+    if together:
         try:
-            alone += _record_known_calls(known)
+            alone += _record_together(together)
         except DatabaseError:
-            log.exception("recording %d initiations together failed; one by one now", len(known))
-            alone += known
+            log.exception("recording %d initiations together failed; one by one now", len(together))
+            alone += together
     for call in alone:
         record_initiation(*call)
 
 
-def _stored(organization_id, customer, lead_id, payload, started_at) -> dict:
+def _stored(call: Call) -> dict:
     resolved = {
-        "organization_id": organization_id,
-        "customer": customer,
-        "lead_id": lead_id,
-        "started_at": started_at.isoformat(),
+        "organization_id": call.organization_id,
+        "customer": call.customer,
+        "lead_id": call.lead_id,
+        "started_at": call.started_at.isoformat(),
     }
-    return {**payload, "opsdash": resolved}
+    if call.answer:
+        resolved["answer"] = call.answer
+    return {**call.payload, "opsdash": resolved}
 
 
-def _record_known_calls(calls: list[tuple]) -> list[tuple]:
-    """Records the calls whose lead still exists; returns the others, with no lead id."""
-    lead_ids = {call[2] for call in calls}
-    existing = set(Lead.objects.filter(pk__in=lead_ids).values_list("id", flat=True))
-    gone = [
-        (org, customer, None, *rest)
-        for org, customer, lead_id, *rest in calls
-        if lead_id not in existing
-    ]
-    calls = [call for call in calls if call[2] in existing]
-    keys = {f"{INITIATION}:{call[3]['call_sid']}": call for call in calls}
+def _record_together(calls: list[Call]) -> list[Call]:
+    """Records the calls in one transaction; returns those whose known lead has gone (the
+    general path re-creates it). New callers' leads: one INSERT ... ON CONFLICT DO NOTHING,
+    then every lead of the batch in one SELECT; then the deliveries and conversations."""
+    new = sorted({(call.organization_id, call.customer) for call in calls if call.lead_id is None})
     with transaction.atomic():
-        seen = set(
-            WebhookEvent.objects.filter(provider=PROVIDER, idempotency_key__in=keys).values_list(
-                "idempotency_key", flat=True
+        if new:
+            Lead.objects.bulk_create(
+                [Lead(organization_id=org, phone=phone) for org, phone in new],
+                ignore_conflicts=True,
             )
-        )
-        if seen:  # repeated deliveries: counted, and they change nothing
-            WebhookEvent.objects.filter(provider=PROVIDER, idempotency_key__in=seen).update(
-                duplicates=F("duplicates") + 1
-            )
-        fresh = {key: call for key, call in keys.items() if key not in seen}
-        now = timezone.now()
-        WebhookEvent.objects.bulk_create(
-            [
-                WebhookEvent(
-                    provider=PROVIDER,
-                    event_type=INITIATION,
-                    idempotency_key=key,
-                    payload=_stored(*call),
-                    status=WebhookEvent.Status.PROCESSED,
-                    attempts=1,
-                    processed_at=now,
-                )
-                for key, call in fresh.items()
-            ],
-            ignore_conflicts=True,
-        )
-        calls_module.open_known_calls(
-            [
-                (lead_id, payload["call_sid"], started)
-                for _, _, lead_id, payload, started in fresh.values()
-            ]
-        )
+        by_id, by_caller = _leads_of(calls, new)
+        resolved, gone = [], []
+        for call in calls:
+            lead_id = by_caller.get((call.organization_id, call.customer))
+            if call.lead_id is not None:
+                lead_id = call.lead_id if call.lead_id in by_id else None
+            if lead_id is None:
+                gone.append(call._replace(lead_id=None))
+            else:
+                resolved.append((call, lead_id))
+        _record_deliveries(resolved)
     return gone
 
 
+def _leads_of(calls: list[Call], new: list[tuple[int, str]]) -> tuple[set, dict]:
+    """(ids of the known callers' leads that still exist, new callers' lead ids by caller)."""
+    wanted = Q(pk__in={call.lead_id for call in calls if call.lead_id is not None})
+    for org, phone in new:
+        wanted |= Q(organization_id=org, phone=phone)
+    rows = list(Lead.objects.filter(wanted).values_list("id", "organization_id", "phone"))
+    new_callers = set(new)
+    by_caller = {(org, phone): i for i, org, phone in rows if (org, phone) in new_callers}
+    return {i for i, _, _ in rows}, by_caller
+
+
+def _record_deliveries(resolved: list[tuple[Call, int]]) -> None:
+    """The delivery rows and conversations of calls whose lead is known (`resolved`: (call,
+    lead id)). A delivery seen before changes nothing: a repeat from the provider is counted,
+    a replayed record of the same answer is not."""
+    keys = {f"{INITIATION}:{call.payload['call_sid']}": (call, lead) for call, lead in resolved}
+    seen = dict(
+        WebhookEvent.objects.filter(provider=PROVIDER, idempotency_key__in=keys).values_list(
+            "idempotency_key", "payload__opsdash__answer"
+        )
+    )
+    repeats = [key for key, answer in seen.items() if not answer or answer != keys[key][0].answer]
+    if repeats:
+        WebhookEvent.objects.filter(provider=PROVIDER, idempotency_key__in=repeats).update(
+            duplicates=F("duplicates") + 1
+        )
+    fresh = {key: value for key, value in keys.items() if key not in seen}
+    now = timezone.now()
+    WebhookEvent.objects.bulk_create(
+        [
+            WebhookEvent(
+                provider=PROVIDER,
+                event_type=INITIATION,
+                idempotency_key=key,
+                payload=_stored(call),
+                status=WebhookEvent.Status.PROCESSED,
+                attempts=1,
+                processed_at=now,
+            )
+            for key, (call, _) in fresh.items()
+        ],
+        ignore_conflicts=True,
+    )
+    calls_module.open_known_calls(
+        [(lead, call.payload["call_sid"], call.started_at) for call, lead in fresh.values()]
+    )
+
+
 def record_initiation(
-    organization_id: int, customer: str, lead_id: int | None, payload: dict, started_at
+    organization_id: int,
+    customer: str,
+    lead_id: int | None,
+    payload: dict,
+    started_at,
+    answer: str | None = None,
 ) -> None:
     """Deferred: the delivery row and the call's conversation (status initiated)."""
-    call_sid = payload.get("call_sid") or None
-    key = f"{INITIATION}:{call_sid or uuid.uuid4()}"
-    stored = _stored(organization_id, customer, lead_id, payload, started_at)
-    deliveries.receive(PROVIDER, INITIATION, key, stored, handlers.initiation)
+    call = Call(organization_id, customer, lead_id, payload, started_at, answer)
+    key = f"{INITIATION}:{payload.get('call_sid') or answer or uuid.uuid4()}"
+    deliveries.receive(PROVIDER, INITIATION, key, _stored(call), handlers.initiation)
 
 
 # --- post-call ----------------------------------------------------------------------------

@@ -103,6 +103,8 @@ class Server:
                 "PUBLIC_BASE_URL": self.url,
                 # The sessions this process creates (session_cookie) are signed with it.
                 "SECRET_KEY": settings.SECRET_KEY,
+                # Its own: a call one server answered is never recorded by the next.
+                "RECORD_SPOOL_DIR": str(self.log_dir / "record-spool"),
                 **self.environment,
             }
         )
