@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from monitoring.sentinel_urls import is_sentinel_url, parse_sentinel_hosts, parse_sentinel_url
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -216,66 +218,12 @@ def _redis_pool_kwargs(url: str | None) -> dict:
     return kwargs
 
 
-SENTINEL_SCHEME = "redis+sentinel"
-SENTINEL_DEFAULT_PORT = 26379
-
-
-def parse_sentinel_url(url: str) -> dict:
-    """`redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]` as
-    {sentinels: [(host, port)], service, db, username, password}; the password is the
-    servers' (primary and replicas), the sentinels' own is REDIS_SENTINEL_PASSWORD. Raises
-    ValueError naming what is wrong."""
-    scheme, _, rest = url.partition("://")
-    if scheme != SENTINEL_SCHEME or not rest:
-        raise ValueError(f"a Sentinel URL starts with {SENTINEL_SCHEME}://")
-    netloc, _, path = rest.partition("/")
-    path = path.split("?", 1)[0]
-    userinfo, _, hosts = netloc.rpartition("@")
-    username, _, password = userinfo.partition(":")
-    parts = [part for part in path.split("/") if part]
-    if not parts:
-        raise ValueError("no service name: write redis+sentinel://host:port,.../SERVICE/0")
-    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise ValueError(f"the path {path!r} is not SERVICE or SERVICE/DB (a number)")
-    return {
-        "sentinels": parse_sentinel_hosts(hosts),
-        "service": parts[0],
-        "db": int(parts[1]) if len(parts) == 2 else 0,
-        "username": username or None,
-        "password": password or None,
-    }
-
-
-def parse_sentinel_hosts(hosts: str) -> list[tuple[str, int]]:
-    """`host:port,host:port` (a missing port is 26379) as [(host, port)]."""
-    found = []
-    for item in (part.strip() for part in hosts.split(",")):
-        if not item:
-            continue
-        host, port = item, str(SENTINEL_DEFAULT_PORT)
-        if item.startswith("["):  # [IPv6]:port
-            host, _, tail = item[1:].partition("]")
-            port = tail.removeprefix(":") or port
-        elif item.count(":") == 1:
-            host, port = item.split(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{item!r} is not host:port")
-        found.append((host, int(port)))
-    if not found:
-        raise ValueError("no sentinel address: write host:port,host:port")
-    return found
-
-
 def sentinel_url(sentinels: str, service: str) -> str:
     """REDIS_SENTINELS and REDIS_SENTINEL_SERVICE written as one redis+sentinel:// URL."""
     hosts = ",".join(f"{h}:{p}" for h, p in parse_sentinel_hosts(sentinels))
     if not service.strip() or "/" in service:
         raise ValueError(f"the service name {service!r} is empty or holds a '/'")
-    return f"{SENTINEL_SCHEME}://{hosts}/{service.strip()}/0"
-
-
-def is_sentinel_url(url: str | None) -> bool:
-    return bool(url) and url.startswith(f"{SENTINEL_SCHEME}://")
+    return f"redis+sentinel://{hosts}/{service.strip()}/0"
 
 
 def _sentinel_settings(url_name: str, hosts_name: str, service_name: str):
@@ -287,7 +235,7 @@ def _sentinel_settings(url_name: str, hosts_name: str, service_name: str):
     try:
         if hosts or service:
             if not (hosts and service):
-                raise ValueError(f"{hosts_name} and {service_name} are set together")
+                raise ValueError(f"{hosts_name} and {service_name} must be set together")
             if url:
                 raise ValueError(f"{url_name} is set too: use either it or {hosts_name}")
             url = sentinel_url(hosts, service)

@@ -5,19 +5,24 @@ can be used, caching comes back on the new primary, no entry is stale, and nothi
 writing to the demoted node. Against a real primary, replica and three sentinels on free
 loopback ports (tests/sentinel_servers.py)."""
 
+import asyncio
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.test import override_settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import Client, override_settings
 
 from monitoring.cache import entries, gate, switch
-from monitoring.cache.connection import GateSentinelConnection, identity_of
+from monitoring.cache.connection import GateSentinelConnection, async_client, identity_of
 from monitoring.models import SwitchAudit
 from opsdash.checks import check_redis
 from opsdash.settings import channel_layer_host, parse_sentinel_url, redis_cache_config
@@ -112,7 +117,7 @@ def test_it_stops_start_up_checks_on_sentinels_without_a_service_name():
     assert result.returncode == 1
     assert (
         "opsdash.E008) The Redis Sentinel configuration of the cache is invalid: "
-        "REDIS_SENTINELS and REDIS_SENTINEL_SERVICE are set together."
+        "REDIS_SENTINELS and REDIS_SENTINEL_SERVICE must be set together."
     ) in result.stderr
     assert (
         "opsdash.E008) The Redis Sentinel configuration of the channel layer is invalid: "
@@ -220,6 +225,17 @@ def test_it_finds_the_primary_the_sentinels_name_and_caches_there(sentinels):
     assert pool.connection_class is GateSentinelConnection
     assert pool.get_master_address() == ("127.0.0.1", sentinels.primary.port)
     assert pool.service_name == SERVICE
+    hits = gate.stats.snapshot()["lead"]["hits"]
+
+    async def on_the_loop():
+        client = async_client(settings.CACHES["redis"])
+        server = await client.info("server")
+        await client.aclose()
+        cached = [await gate.aget_or_load(LEAD, key, lambda: "database") for key in "01234"]
+        return server["run_id"], identity_of(client).seen, cached
+
+    assert asyncio.run(on_the_loop()) == (run_id, run_id, list(traffic.database.values()))
+    assert gate.stats.snapshot()["lead"]["hits"] == hits + 5
 
 
 def _demoted(node) -> bool:
@@ -333,3 +349,47 @@ def test_it_takes_readonly_from_a_demoted_primary_as_a_fault_and_finds_the_new_o
     assert stale.host is None or stale._sock is None
     traffic.run_until(lambda: _caching_resumed_on(new, 1), timeout=5)
     assert (traffic.errors, traffic.stale) == (0, 0)
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def _redis_check() -> list[str]:
+    out = StringIO()
+    call_command("redis_check", stdout=out)
+    return out.getvalue().splitlines()
+
+
+def test_it_reports_the_topology_and_the_role_it_talks_to(sentinels):
+    turn_caching(True)
+    primary, replica = sentinels.primary, sentinels.replica
+    primary.client().wait(1, 2000)
+
+    lines = _redis_check()
+
+    assert lines[0] == f"Redis:       {sentinels.url} (Redis Sentinel, plain TCP)"
+    assert lines[2] == f"sentinels:   3 of 3 answered for '{SERVICE}' (quorum 2)"
+    assert lines[3:6] == [
+        f"  sentinel:  127.0.0.1:{s.port}: names 127.0.0.1:{primary.port} (master)"
+        for s in sentinels.sentinels
+    ]
+    assert lines[6] == f"primary:     127.0.0.1:{primary.port}"
+    assert re.fullmatch(
+        rf"replica:     127\.0\.0\.1:{replica.port} online, lag \d+ s \(\d+ bytes behind\)",
+        lines[7],
+    )
+    assert re.fullmatch(r"clients:     \d+ connected of maxclients 10000 \(\d+\.\d %\)", lines[8])
+    assert lines[-1] == "Redis works."
+    response = Client().get("/api/monitoring/health/redis")
+    server = response.json()["redis"]["server"]
+    assert (server["role"], server["sentinel"]) == ("master", True)
+
+    for sentinel in sentinels.sentinels:
+        sentinel.close()
+    with pytest.raises(CommandError) as failed:
+        _redis_check()
+    addresses = ", ".join(f"127.0.0.1:{s.port}" for s in sentinels.sentinels)
+    assert str(failed.value) == (
+        f"no primary: none of the sentinels {addresses} answered (down, wrong port, or "
+        "REDIS_SENTINEL_PASSWORD wrong)"
+    )
