@@ -101,7 +101,10 @@ def add_outage_arguments(sub: argparse.ArgumentParser) -> None:
 def add_failover_arguments(sub: argparse.ArgumentParser) -> None:
     add_steady_load_arguments(sub)
     sub.add_argument("--phase", type=float, default=15.0, help="seconds per phase")
-    sub.add_argument("--failovers", type=int, default=2, help="SENTINEL FAILOVERs")
+    sub.add_argument("--failovers", type=int, default=2, help="failovers, one after the other")
+    sub.add_argument(
+        "--crash", action="store_true", help="kill the primary instead of SENTINEL FAILOVER"
+    )
 
 
 def add_growth_arguments(sub: argparse.ArgumentParser) -> None:

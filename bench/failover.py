@@ -6,8 +6,9 @@ tests/sentinel_servers.py) and serve the app under daphne with the redis+sentine
 REDIS_URL; drive it as `outage` does (open loop, 16 new requests/s, 200 hot callers, 15 %
 writes each followed by checking initiations 0, 0.3, 1 and 2 s later). Phases (15 s each by
 default): caching on; then twice (`--failovers`): SENTINEL FAILOVER, and once the old primary
-is demoted it is killed (SIGKILL); load; the killed node started again, empty, on its port
-(the sentinels make it a replica of the new primary), and load until the sentinels agree again.
+is demoted it is killed (SIGKILL); or with `--crash`, the primary killed and the sentinels left
+to notice (down after 1 s) and elect the replica; load; the killed node started again, empty,
+on its port (the sentinels make it a replica of the new primary), and load.
 
 Reported: per phase, requests, non-2xx answers, p50/p99, stale reads and fallback answers (as in
 `outage`); lost writes; for each failover the seconds until the sentinels named the new primary,
@@ -58,7 +59,7 @@ def drive(servers: SentinelSet, people, callers: list[str], args) -> dict:
         poller.start()
         load = workload.LoadRun(app, plan(people, callers, args)).start()
         workload.sleep_until(load.started + args.warmup)
-        phases, failovers = run_phases(servers, args.phase, args.failovers)
+        phases, failovers = run_phases(servers, args.phase, args.failovers, args.crash)
         summary, records = load.stop()
         recorded = workload.wait_for_deferred(load.plan["tag"])
         poller.stop()
@@ -91,14 +92,14 @@ def plan(people, callers: list[str], args) -> dict:
     }
 
 
-def run_phases(servers: SentinelSet, seconds: float, failovers: int):
+def run_phases(servers: SentinelSet, seconds: float, failovers: int, crash: bool):
     phases, timings = [], []
     began = time.time()
     workload.sleep_until(began + seconds)
     phases.append({"name": "caching on", "action_at": began, "start": began, "end": time.time()})
     for _ in range(failovers):
         began = time.time()
-        timing = fail_over(servers)
+        timing = fail_over(servers, crash)
         start = time.time()
         workload.sleep_until(began + seconds)
         phases.append(
@@ -115,8 +116,9 @@ def run_phases(servers: SentinelSet, seconds: float, failovers: int):
     return phases, timings
 
 
-def fail_over(servers: SentinelSet) -> dict:
-    """SENTINEL FAILOVER; the old primary killed once demoted; times from the command."""
+def fail_over(servers: SentinelSet, crash: bool) -> dict:
+    """SENTINEL FAILOVER, the old primary killed once demoted; or (`crash`) the primary
+    killed and the sentinels left to elect another. Times from the action."""
     old_port = servers.primary_port()
     old = servers.nodes[old_port]
     generation = switch.read_state().generation
@@ -124,17 +126,23 @@ def fail_over(servers: SentinelSet) -> dict:
     resumed: dict = {}
     watcher = threading.Thread(target=_watch_resumed, args=(servers, generation, began, resumed))
     watcher.start()
-    new_port = servers.fail_over()
-    named = time.monotonic() - began
-    _wait(lambda: old.client().info("replication")["role"] == "slave", 20)
-    demoted = time.monotonic() - began
-    old.kill()
+    if crash:
+        old.kill()
+        _wait(lambda: servers.primary_port() != old_port, 30)
+        new_port, named = servers.primary_port(), time.monotonic() - began
+        demoted = None
+    else:
+        new_port = servers.fail_over()
+        named = time.monotonic() - began
+        _wait(lambda: old.client().info("replication")["role"] == "slave", 20)
+        demoted = round(time.monotonic() - began, 2)
+        old.kill()
     watcher.join(60)
     return {
         "old_port": old_port,
         "new_port": new_port,
         "named_s": round(named, 2),
-        "demoted_s": round(demoted, 2),
+        "demoted_s": demoted,
         "caching_resumed_s": resumed.get("seconds"),
         "generation": {"before": generation, "after": resumed.get("generation")},
     }
@@ -215,7 +223,8 @@ def print_report(report: dict) -> None:
     print(
         f"\nfailover: {s['callers']} hot callers of {s['leads']} leads, {s['rate']} new "
         f"requests/s ({s['write_share']:.0%} writes), {s['phase']} s per phase, "
-        f"{s['failovers']} failovers, primary + replica + 3 sentinels (quorum 2); "
+        f"{s['failovers']} failovers ({'primary killed' if s['crash'] else 'SENTINEL FAILOVER'}),"
+        " primary + replica + 3 sentinels (quorum 2); "
         f"{workload.socket_timeout(s['redis_socket_timeout'])}"
     )
     print(workload.phase_table(report["rows"]))

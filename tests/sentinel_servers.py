@@ -106,7 +106,7 @@ class SentinelSet:
                 replicas = [
                     r
                     for r in sentinel.client().sentinel_slaves(SERVICE)
-                    if not (r["is_sdown"] or r["is_odown"])
+                    if not (r["is_sdown"] or r["is_odown"]) and r.get("master-link-status") == "ok"
                 ]
                 others = master["num-other-sentinels"]
                 if (
@@ -121,12 +121,24 @@ class SentinelSet:
 
         _wait(settled, "the sentinels did not settle", timeout=timeout, quiet=True)
 
-    def fail_over(self, timeout: float = 20) -> int:
-        """`SENTINEL FAILOVER`; returns the new primary's port once the sentinels name it."""
+    def fail_over(self, timeout: float = 40) -> int:
+        """`SENTINEL FAILOVER`; returns the new primary's port once the sentinels name it.
+        Asked again while a sentinel refuses or gives up (its view of a replica that came back
+        is refreshed only by its next INFO, and a failover follows the last one only after
+        twice the failover timeout)."""
         old = self.primary_port()
-        self.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SERVICE)
-        _wait(lambda: self.primary_port() != old, "no new primary", timeout=timeout, quiet=True)
-        return self.primary_port()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", SERVICE)
+            except redis.ResponseError:
+                pass  # INPROG or NOGOODSLAVE: asked again below
+            try:
+                _wait(lambda: self.primary_port() != old, "", timeout=8, quiet=True)
+                return self.primary_port()
+            except RuntimeError:
+                continue
+        raise RuntimeError("no new primary")
 
     def close(self) -> None:
         for sentinel in self.sentinels:
