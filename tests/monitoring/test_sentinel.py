@@ -16,6 +16,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
+from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -24,6 +25,8 @@ from django.test import Client, override_settings
 from monitoring.cache import entries, gate, switch
 from monitoring.cache.connection import GateSentinelConnection, async_client, identity_of
 from monitoring.models import SwitchAudit
+from monitoring.validation import checks as validation_checks
+from monitoring.validation.registry import ValidationContext
 from opsdash.checks import check_redis
 from opsdash.settings import channel_layer_host, parse_sentinel_url, redis_cache_config
 from tests.conftest import turn_caching, using_redis
@@ -388,6 +391,25 @@ def test_it_reports_the_topology_and_the_role_it_talks_to(sentinels):
     response = Client().get("/api/monitoring/health/redis")
     server = response.json()["redis"]["server"]
     assert (server["role"], server["sentinel"]) == ("master", True)
+    outcome = validation_checks.connection(ValidationContext())
+    version = primary.client().info("server")["redis_version"]
+    assert outcome.status == "pass"
+    assert outcome.detail.startswith(
+        f"{sentinels.url} (Redis Sentinel, plain TCP): Redis {version}, SET/GET/DEL round trip "
+        f"ok; sentinels: 3 of 3 answered for '{SERVICE}' (quorum 2); sentinel: 127.0.0.1:"
+    )
+    assert f"; primary: 127.0.0.1:{primary.port}; replica: 127.0.0.1:{replica.port} online" in (
+        outcome.detail
+    )
+    layer = RedisChannelLayer(hosts=[channel_layer_host(sentinels.url)])
+
+    async def through_the_layer():
+        await layer.send("sentinel-test", {"type": "hello"})
+        received = await layer.receive("sentinel-test")
+        await layer.close_pools()
+        return received
+
+    assert asyncio.run(through_the_layer()) == {"type": "hello"}
 
     for sentinel in sentinels.sentinels:
         sentinel.close()
