@@ -42,11 +42,7 @@ def check_redis(app_configs=None, **kwargs) -> list:
             )
         )
     problems += _sentinel_problems()
-    if (
-        settings.REDIS_URL
-        and not settings.REDIS_SENTINEL_ERROR
-        and urlsplit(settings.REDIS_URL).scheme not in REDIS_SCHEMES
-    ):
+    if settings.REDIS_URL and urlsplit(settings.REDIS_URL).scheme not in REDIS_SCHEMES:
         problems.append(
             Error(
                 f"REDIS_URL has the scheme {urlsplit(settings.REDIS_URL).scheme!r}.",

@@ -227,9 +227,9 @@ def sentinel_url(sentinels: str, service: str) -> str:
 
 
 def _sentinel_settings(url_name: str, hosts_name: str, service_name: str):
-    """(URL, parsed Sentinel configuration or None, error or ""): from `url_name`, or composed
-    from `hosts_name` and `service_name`. A wrong configuration is not raised here: the system
-    checks name it (opsdash.E008), with the rest of what is wrong."""
+    """(URL, error or ""): `url_name`, or one composed from `hosts_name` and `service_name`.
+    A wrong Sentinel configuration is not raised here: the system checks name it (opsdash.E008)
+    with the rest of what is wrong, and meanwhile that Redis is not used (URL None)."""
     url = env.str(url_name, default="") or None
     hosts, service = env.str(hosts_name, default=""), env.str(service_name, default="")
     try:
@@ -239,9 +239,11 @@ def _sentinel_settings(url_name: str, hosts_name: str, service_name: str):
             if url:
                 raise ValueError(f"{url_name} is set too: use either it or {hosts_name}")
             url = sentinel_url(hosts, service)
-        return url, (parse_sentinel_url(url) if is_sentinel_url(url) else None), ""
+        if is_sentinel_url(url):
+            parse_sentinel_url(url)
+        return url, ""
     except ValueError as exc:
-        return url, None, str(exc)
+        return None, str(exc)
 
 
 REDIS_SENTINEL_PASSWORD = env.str("REDIS_SENTINEL_PASSWORD", default="") or None
@@ -299,7 +301,7 @@ def _sentinel_cache_config(url: str, socket_timeout: float, connect_timeout: flo
 
 
 # Redis under Sentinel: REDIS_SENTINELS + REDIS_SENTINEL_SERVICE, or a redis+sentinel:// URL.
-REDIS_URL, REDIS_SENTINEL, REDIS_SENTINEL_ERROR = _sentinel_settings(
+REDIS_URL, REDIS_SENTINEL_ERROR = _sentinel_settings(
     "REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE"
 )
 if REDIS_URL is None and _REDIS_EMBEDDED_URL:
@@ -309,12 +311,12 @@ CACHES = {
     # Django's own cache (unused by the gate); Redis is reached only through monitoring.cache.
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
-if REDIS_URL and not REDIS_SENTINEL_ERROR:
+if REDIS_URL:
     CACHES["redis"] = redis_cache_config(REDIS_URL)
 
 # --- channel layer --------------------------------------------------------------------------
 
-CHANNEL_REDIS_URL, CHANNEL_REDIS_SENTINEL, CHANNEL_REDIS_SENTINEL_ERROR = _sentinel_settings(
+CHANNEL_REDIS_URL, CHANNEL_REDIS_SENTINEL_ERROR = _sentinel_settings(
     "CHANNEL_REDIS_URL", "CHANNEL_REDIS_SENTINELS", "CHANNEL_REDIS_SENTINEL_SERVICE"
 )
 
@@ -336,7 +338,7 @@ def channel_layer_host(url: str) -> str | dict:
     return host
 
 
-if CHANNEL_REDIS_URL and not CHANNEL_REDIS_SENTINEL_ERROR:
+if CHANNEL_REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
