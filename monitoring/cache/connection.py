@@ -9,9 +9,10 @@ Two things the stock connections do not do:
   older snapshot, a promoted replica) before it trusts anything read from it.
 
 Under Sentinel the same classes connect to the primary the sentinels name, asked again for
-every new connection (redis-py's Sentinel-managed connections): a connection to a demoted
-primary answers a write with READONLY, which closes it and is a fault to the gate, and the
-next connection finds the new primary, whose other run id starts a new generation.
+every new connection (redis-py's Sentinel-managed connections) and once a second by a watcher
+(which closes the connections to a primary the sentinels no longer name): a connection to a
+demoted primary answers a write with READONLY, which closes it and is a fault to the gate, and
+the next connection finds the new primary, whose other run id starts a new generation.
 """
 
 import ipaddress
@@ -250,12 +251,6 @@ class GateSentinelConnectionFactory(SentinelConnectionFactory):
         pool = super().get_connection_pool(params)
         PrimaryWatcher(pool).start()
         return pool
-
-    @classmethod
-    def forget_pools(cls) -> None:
-        for pool in cls._pools.values():
-            pool.disconnect()
-        cls._pools.clear()
 
 
 # How often a Sentinel pool asks the sentinels which server is the primary.
