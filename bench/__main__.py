@@ -99,6 +99,15 @@ def add_outage_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--cycles", type=int, default=2, help="off/on/stop/restart/hang/resume cycles")
 
 
+def add_failover_arguments(sub: argparse.ArgumentParser) -> None:
+    add_steady_load_arguments(sub)
+    sub.add_argument("--phase", type=float, default=15.0, help="seconds per phase")
+    sub.add_argument("--failovers", type=int, default=2, help="failovers, one after the other")
+    sub.add_argument(
+        "--crash", action="store_true", help="kill the primary instead of SENTINEL FAILOVER"
+    )
+
+
 def add_growth_arguments(sub: argparse.ArgumentParser) -> None:
     add_closed_load_arguments(sub, 4, 1.0, 5.0, "case")
     sub.add_argument("--callers", type=int, default=1_500, help="callers per pool (warm, cold)")
@@ -156,6 +165,11 @@ SCENARIOS = {
         "bench.outage",
         "Redis stopped and hung under load: errors, lost writes, latency, stale reads, alerts",
         add_outage_arguments,
+    ),
+    "failover": (
+        "bench.failover",
+        "Redis under Sentinel failed over twice under load: errors, lost writes, stale reads",
+        add_failover_arguments,
     ),
     "growth": (
         "bench.growth",

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import Error, Warning
 
-REDIS_SCHEMES = {"redis", "rediss", "unix"}
+REDIS_SCHEMES = {"redis", "rediss", "unix", "redis+sentinel"}
 
 
 def check_security(app_configs=None, **kwargs) -> list:
@@ -41,11 +41,13 @@ def check_redis(app_configs=None, **kwargs) -> list:
                 id="opsdash.E002",
             )
         )
+    problems += _sentinel_problems()
     if settings.REDIS_URL and urlsplit(settings.REDIS_URL).scheme not in REDIS_SCHEMES:
         problems.append(
             Error(
                 f"REDIS_URL has the scheme {urlsplit(settings.REDIS_URL).scheme!r}.",
-                hint="Use redis:// (plain), rediss:// (TLS, certificate verified) or unix://.",
+                hint="Use redis:// (plain), rediss:// (TLS, certificate verified), unix:// or "
+                "redis+sentinel://host:port,host:port/SERVICE/0 (Redis under Sentinel).",
                 id="opsdash.E003",
             )
         )
@@ -67,6 +69,33 @@ def check_redis(app_configs=None, **kwargs) -> list:
             )
         )
     return problems
+
+
+def _sentinel_hint(prefix: str) -> str:
+    url = "REDIS_URL" if prefix == "REDIS" else "CHANNEL_REDIS_URL"
+    return (
+        f"Set {prefix}_SENTINELS=host:26379,host:26379 with {prefix}_SENTINEL_SERVICE=<the name "
+        f"the sentinels monitor>, or {url}=redis+sentinel://[:password@]host:26379,host:26379"
+        "/SERVICE/0, not both."
+    )
+
+
+def _sentinel_problems() -> list:
+    """A Sentinel configuration that cannot be used (settings keeps its error, not raised)."""
+    found = []
+    for what, error, prefix in (
+        ("the cache", settings.REDIS_SENTINEL_ERROR, "REDIS"),
+        ("the channel layer", settings.CHANNEL_REDIS_SENTINEL_ERROR, "CHANNEL_REDIS"),
+    ):
+        if error:
+            found.append(
+                Error(
+                    f"The Redis Sentinel configuration of {what} is invalid: {error}.",
+                    hint=_sentinel_hint(prefix),
+                    id="opsdash.E008",
+                )
+            )
+    return found
 
 
 def check_deployment(app_configs=None, **kwargs) -> list:

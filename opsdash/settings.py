@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from monitoring.sentinel_urls import is_sentinel_url, parse_sentinel_hosts, parse_sentinel_url
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -174,13 +176,14 @@ else:
 
 # --- Redis cache ----------------------------------------------------------------------------
 
-REDIS_URL = env.str("REDIS_URL", default="") or None
+_REDIS_URL_SET = bool(env.str("REDIS_URL", default="") or env.str("REDIS_SENTINELS", default=""))
+_REDIS_EMBEDDED_URL = None
 # The private redis-server `manage.py serve` starts when REDIS_URL is unset.
 REDIS_EMBEDDED_SOCKET = VAR_DIR / "redis.sock"
 REDIS_EMBEDDED = _strict_bool("REDIS_EMBEDDED", default=None)
-if REDIS_URL is None and REDIS_EMBEDDED is None and REDIS_EMBEDDED_SOCKET.exists():
+if not _REDIS_URL_SET and REDIS_EMBEDDED is None and REDIS_EMBEDDED_SOCKET.exists():
     # `manage.py serve` is running its private Redis: commands run beside it use it too.
-    REDIS_URL = f"unix://{REDIS_EMBEDDED_SOCKET}"
+    _REDIS_EMBEDDED_URL = f"unix://{REDIS_EMBEDDED_SOCKET}"
     REDIS_EMBEDDED = True
 REDIS_EMBEDDED = bool(REDIS_EMBEDDED)
 # None: not pinned, the runtime switch governs. False: pinned off (the emergency lever).
@@ -215,12 +218,45 @@ def _redis_pool_kwargs(url: str | None) -> dict:
     return kwargs
 
 
+def sentinel_url(sentinels: str, service: str) -> str:
+    """REDIS_SENTINELS and REDIS_SENTINEL_SERVICE written as one redis+sentinel:// URL."""
+    hosts = ",".join(f"{h}:{p}" for h, p in parse_sentinel_hosts(sentinels))
+    if not service.strip() or "/" in service:
+        raise ValueError(f"the service name {service!r} is empty or holds a '/'")
+    return f"redis+sentinel://{hosts}/{service.strip()}/0"
+
+
+def _sentinel_settings(url_name: str, hosts_name: str, service_name: str):
+    """(URL, error or ""): `url_name`, or one composed from `hosts_name` and `service_name`.
+    A wrong Sentinel configuration is not raised here: the system checks name it (opsdash.E008)
+    with the rest of what is wrong, and meanwhile that Redis is not used (URL None)."""
+    url = env.str(url_name, default="") or None
+    hosts, service = env.str(hosts_name, default=""), env.str(service_name, default="")
+    try:
+        if hosts or service:
+            if not (hosts and service):
+                raise ValueError(f"{hosts_name} and {service_name} must be set together")
+            if url:
+                raise ValueError(f"{url_name} is set too: use either it or {hosts_name}")
+            url = sentinel_url(hosts, service)
+        if is_sentinel_url(url):
+            parse_sentinel_url(url)
+        return url, ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
+REDIS_SENTINEL_PASSWORD = env.str("REDIS_SENTINEL_PASSWORD", default="") or None
+
+
 def redis_cache_config(
     url: str,
     socket_timeout: float = REDIS_SOCKET_TIMEOUT,
     connect_timeout: float = REDIS_CONNECT_TIMEOUT,
 ) -> dict:
     """The django-redis cache the gate uses, for `url` (tests build throwaway ones with it)."""
+    if is_sentinel_url(url):
+        return _sentinel_cache_config(url, socket_timeout, connect_timeout)
     return {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": url,
@@ -235,6 +271,42 @@ def redis_cache_config(
     }
 
 
+def _sentinel_cache_config(url: str, socket_timeout: float, connect_timeout: float) -> dict:
+    """Under Sentinel: the primary the sentinels name, found again on every new connection
+    (reads too go to the primary: a lagging replica would serve what a write invalidated)."""
+    config = parse_sentinel_url(url)
+    credentials = ""
+    if config["password"]:
+        credentials = f"{config['username'] or ''}:{config['password']}@"
+    sentinel_kwargs = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+    }
+    if REDIS_SENTINEL_PASSWORD:
+        sentinel_kwargs["password"] = REDIS_SENTINEL_PASSWORD
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        # django-redis's Sentinel form: the host is the service name.
+        "LOCATION": f"redis://{credentials}{config['service']}/{config['db']}",
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "CONNECTION_FACTORY": "monitoring.cache.connection.GateSentinelConnectionFactory",
+            "SENTINELS": config["sentinels"],
+            "SENTINEL_KWARGS": sentinel_kwargs,
+            "SOCKET_CONNECT_TIMEOUT": connect_timeout,
+            "SOCKET_TIMEOUT": socket_timeout,
+            "CONNECTION_POOL_KWARGS": {"max_connections": REDIS_MAX_CONNECTIONS},
+        },
+    }
+
+
+# Redis under Sentinel: REDIS_SENTINELS + REDIS_SENTINEL_SERVICE, or a redis+sentinel:// URL.
+REDIS_URL, REDIS_SENTINEL_ERROR = _sentinel_settings(
+    "REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_SERVICE"
+)
+if REDIS_URL is None and _REDIS_EMBEDDED_URL:
+    REDIS_URL = _REDIS_EMBEDDED_URL
+
 CACHES = {
     # Django's own cache (unused by the gate); Redis is reached only through monitoring.cache.
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
@@ -244,12 +316,33 @@ if REDIS_URL:
 
 # --- channel layer --------------------------------------------------------------------------
 
-CHANNEL_REDIS_URL = env.str("CHANNEL_REDIS_URL", default="") or None
+CHANNEL_REDIS_URL, CHANNEL_REDIS_SENTINEL_ERROR = _sentinel_settings(
+    "CHANNEL_REDIS_URL", "CHANNEL_REDIS_SENTINELS", "CHANNEL_REDIS_SENTINEL_SERVICE"
+)
+
+
+def channel_layer_host(url: str) -> str | dict:
+    """channels_redis's host entry for `url`: the URL itself, or under Sentinel its sentinels
+    and service (channels_redis asks them for the primary on every new connection)."""
+    if not is_sentinel_url(url):
+        return url
+    config = parse_sentinel_url(url)
+    host = {
+        "sentinels": config["sentinels"],
+        "master_name": config["service"],
+        "db": config["db"],
+        "sentinel_kwargs": {"password": REDIS_SENTINEL_PASSWORD} if REDIS_SENTINEL_PASSWORD else {},
+    }
+    if config["password"]:
+        host.update(username=config["username"], password=config["password"])
+    return host
+
+
 if CHANNEL_REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [CHANNEL_REDIS_URL]},
+            "CONFIG": {"hosts": [channel_layer_host(CHANNEL_REDIS_URL)]},
         }
     }
 else:

@@ -190,6 +190,11 @@ def redis_health() -> tuple[dict, int]:
                 "version": sample.get("version"),
                 "connected_clients": sample.get("connected_clients"),
                 "ops_per_second": sample.get("ops_per_second"),
+                # Under Sentinel, the primary it must be (a "slave" here is a demoted one).
+                "role": sample.get("role"),
+                "sentinel": bool(
+                    settings.CACHES.get("redis", {}).get("OPTIONS", {}).get("SENTINELS")
+                ),
             },
         },
     }

@@ -7,20 +7,30 @@ Two things the stock connections do not do:
 - every new connection asks the server who it is (`INFO server`: its run id), so the gate can
   tell that the server behind the address is no longer the one it wrote to (a restart from an
   older snapshot, a promoted replica) before it trusts anything read from it.
+
+Under Sentinel the same classes connect to the primary the sentinels name, asked again for
+every new connection (redis-py's Sentinel-managed connections) and once a second by a watcher
+(which closes the connections to a primary the sentinels no longer name): a connection to a
+demoted primary answers a write with READONLY, which closes it and is a fault to the gate, and
+the next connection finds the new primary, whose other run id starts a new generation.
 """
 
 import ipaddress
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import redis.asyncio
 import redis.asyncio.connection as aio
-from django_redis.pool import ConnectionFactory
+import redis.asyncio.sentinel as aio_sentinel
+from django_redis.pool import ConnectionFactory, SentinelConnectionFactory
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import RedisError
+from redis.sentinel import SentinelManagedConnection
 
 # How long a resolved address is used before it is looked up again (managed Redis moves its
 # name to a new primary on failover, so this is short).
@@ -212,6 +222,71 @@ class GateConnectionFactory(ConnectionFactory):
         cls._pools.clear()
 
 
+class GateSentinelConnection(_GateConnectionMixin, SentinelManagedConnection):
+    """A connection to the primary the sentinels name (asked on every connect)."""
+
+    def _connect(self):
+        return self._tcp_socket()
+
+
+class GateSentinelConnectionFactory(SentinelConnectionFactory):
+    """django-redis's Sentinel factory, with the gate's connection class and a ServerIdentity
+    per pool, like GateConnectionFactory."""
+
+    _pools: dict = {}
+
+    def get_or_create_connection_pool(self, params: dict):
+        # One pool per service and set of sentinels (the URL names only the service).
+        key = (params["url"], tuple(map(tuple, self.options["SENTINELS"])))
+        if key not in self._pools:
+            self._pools[key] = self.get_connection_pool(params)
+        return self._pools[key]
+
+    def get_connection_pool(self, params: dict):
+        params = {
+            **params,
+            "connection_class": GateSentinelConnection,
+            "server_identity": ServerIdentity(),
+        }
+        pool = super().get_connection_pool(params)
+        PrimaryWatcher(pool).start()
+        return pool
+
+
+# How often a Sentinel pool asks the sentinels which server is the primary.
+SENTINEL_WATCH_SECONDS = 1.0
+
+
+class PrimaryWatcher(threading.Thread):
+    """Asks the sentinels for the primary every SENTINEL_WATCH_SECONDS, off the request path:
+    when they name another one, the pool's idle connections to the old one are closed (and the
+    busy ones when they come back), so the gate moves within a second of a failover. Without
+    it, connections stay on a forced failover's old primary, which keeps taking writes, until
+    the sentinels next look at it and demote it (their INFO every 10 s). It ends with its pool."""
+
+    def __init__(self, pool) -> None:
+        super().__init__(name="opsdash-sentinel-watch", daemon=True)
+        self._pool = weakref.ref(pool)
+
+    def run(self) -> None:
+        while True:
+            time.sleep(SENTINEL_WATCH_SECONDS)
+            pool = self._pool()
+            if pool is None:
+                return
+            try:
+                pool.get_master_address()
+            except (RedisError, OSError):
+                pass  # no primary named now: the commands' own faults tell the gate
+            del pool
+
+
+def sentinels_of(cache: dict) -> list[tuple[str, int]]:
+    """The sentinel addresses of the django-redis cache `cache`, or [] when it is not under
+    Sentinel."""
+    return [tuple(address) for address in cache.get("OPTIONS", {}).get("SENTINELS", [])]
+
+
 class _AsyncIdentityMixin:
     """The same identity check on the event loop's connections. (Name resolution needs no
     bounding here: asyncio resolves in a worker thread, under the connect timeout.)"""
@@ -250,9 +325,35 @@ ASYNC_CONNECTION_CLASSES = {
 }
 
 
+class AsyncGateSentinelConnection(_AsyncIdentityMixin, aio_sentinel.SentinelManagedConnection):
+    pass
+
+
+def _async_sentinel_client(cache: dict) -> redis.asyncio.Redis:
+    url, options = urlsplit(cache["LOCATION"]), cache["OPTIONS"]
+    sentinel = aio_sentinel.Sentinel(
+        sentinels_of(cache), sentinel_kwargs=options.get("SENTINEL_KWARGS")
+    )
+    pool = aio_sentinel.SentinelConnectionPool(
+        url.hostname,
+        sentinel,
+        connection_class=AsyncGateSentinelConnection,
+        server_identity=ServerIdentity(),
+        db=int(url.path.strip("/") or 0),
+        username=url.username or None,
+        password=url.password or None,
+        socket_timeout=options.get("SOCKET_TIMEOUT"),
+        socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
+        **options.get("CONNECTION_POOL_KWARGS", {}),
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
 def async_client(cache: dict) -> redis.asyncio.Redis:
     """An asyncio client for the django-redis cache `cache` (its settings entry): the same
     server, timeouts and pool options, and a ServerIdentity of its own."""
+    if sentinels_of(cache):
+        return _async_sentinel_client(cache)
     url, options = cache["LOCATION"], cache.get("OPTIONS", {})
     pool = aio.ConnectionPool.from_url(
         url,

@@ -34,6 +34,7 @@ from monitoring.cache.switch import (
     why_unavailable,
 )
 from monitoring.redaction import masked_url
+from monitoring.sentinel_urls import is_sentinel_url, parse_sentinel_url
 
 # Causes, named for people reading a runbook: "<cause>: <what to do>".
 NOT_CONFIGURED = "no REDIS_URL configured"
@@ -52,6 +53,7 @@ OUT_OF_MEMORY = "out of memory"
 NO_PERMISSION = "no permission"
 SERVER_ERROR = "server error"
 CONNECTION_LOST = "connection lost"
+NO_PRIMARY = "no primary"
 
 DEFAULT_PORT = 6379
 # A diagnosis probe (is it TLS? is it plain Redis?) runs after a failure, so it can afford to
@@ -78,6 +80,8 @@ class CheckResult:
     server_note: str = ""
     round_trip_key: str = ""
     round_trip_ms: float | None = None
+    # Under Sentinel: what the sentinels say (see sentinel_topology); {} otherwise.
+    topology: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -110,6 +114,8 @@ def check_connection(url: str | None, timeout: float | None = None, pings: int =
         )
     shown = masked_url(url)
     base.update(url=shown, transport=describe_transport(url))
+    if is_sentinel_url(url):
+        return _check_under_sentinel(url, pings, base)
     try:
         client = _short_lived_client(url, connect_timeout, socket_timeout)
     except ValueError as exc:
@@ -125,7 +131,176 @@ def check_connection(url: str | None, timeout: float | None = None, pings: int =
         client.close()
 
 
+def _check_under_sentinel(url: str, pings: int, base: dict) -> CheckResult:
+    """Ask the sentinels for the primary (and the topology), then check the primary as any
+    other server."""
+    try:
+        config = parse_sentinel_url(url)
+    except ValueError as exc:
+        return CheckResult(ok=False, cause=BAD_URL, diagnosis=f"{BAD_URL}: {exc}", **base)
+    topology = sentinel_topology(config, max(base["connect_timeout"], base["socket_timeout"]))
+    if not topology["primary"]:
+        return CheckResult(
+            ok=False,
+            cause=NO_PRIMARY,
+            diagnosis=_no_primary(config, topology),
+            topology=topology,
+            **base,
+        )
+    found = check_connection(primary_url(config, topology["primary"]), None, pings)
+    return replace(found, url=base["url"], transport=base["transport"], topology=topology)
+
+
+def _no_primary(config: dict, topology: dict) -> str:
+    answered = [s for s in topology["sentinels"] if s["answered"]]
+    if not answered:
+        return (
+            f"{NO_PRIMARY}: none of the sentinels {_addresses(config['sentinels'])} answered "
+            "(down, wrong port, or REDIS_SENTINEL_PASSWORD wrong)"
+        )
+    return (
+        f"{NO_PRIMARY}: {len(answered)} of {len(topology['sentinels'])} sentinels answered but "
+        f"none names a usable primary of {config['service']!r} (a failover under way, the "
+        "service name wrong, or the primary down and no quorum to replace it)"
+    )
+
+
+def primary_url(config: dict, address: str) -> str:
+    credentials = ""
+    if config["password"]:
+        credentials = f"{config['username'] or ''}:{config['password']}@"
+    return f"redis://{credentials}{address}/{config['db']}"
+
+
+def _addresses(sentinels) -> str:
+    return ", ".join(f"{host}:{port}" for host, port in sentinels)
+
+
+def sentinel_topology(config: dict, timeout: float) -> dict:
+    """What the sentinels of `config` say of its service: each sentinel (answered or its
+    error; the primary it names; its flags), the quorum, the primary that a majority of those
+    that answered name (none while they disagree or name one that is down), its replicas with
+    their lag, and its clients against maxclients. Never raises."""
+    sentinels = [
+        _ask_sentinel(host, port, config["service"], timeout) for host, port in config["sentinels"]
+    ]
+    named = [s["primary"] for s in sentinels if s.get("primary") and s.get("usable")]
+    primary = max(set(named), key=named.count) if named else ""
+    if named and named.count(primary) * 2 <= len([s for s in sentinels if s["answered"]]):
+        primary = ""
+    quorum = next((s["quorum"] for s in sentinels if s.get("quorum")), None)
+    topology = {
+        "service": config["service"],
+        "sentinels": sentinels,
+        "sentinels_answered": sum(s["answered"] for s in sentinels),
+        "quorum": quorum,
+        "primary": primary,
+        "replicas": [],
+        "connected_clients": None,
+        "maxclients": None,
+    }
+    if primary:
+        topology.update(_primary_figures(config, primary, timeout))
+    return topology
+
+
+def _ask_sentinel(host: str, port: int, service: str, timeout: float) -> dict:
+    entry = {"address": f"{host}:{port}", "answered": False}
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if settings.REDIS_SENTINEL_PASSWORD:
+        options["password"] = settings.REDIS_SENTINEL_PASSWORD
+    client = redis.Redis(host=host, port=port, retry=Retry(NoBackoff(), 0), **options)
+    try:
+        state = client.sentinel_master(service)
+    except (RedisError, OSError) as exc:
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+        entry["answered"] = not isinstance(exc, (redis.ConnectionError, RedisTimeout, OSError))
+        return entry
+    finally:
+        client.close()
+    entry.update(
+        answered=True,
+        primary=f"{state['ip']}:{state['port']}",
+        usable=state["is_master"] and not (state["is_sdown"] or state["is_odown"]),
+        flags=state["flags"],
+        quorum=state.get("quorum"),
+        other_sentinels=state.get("num-other-sentinels"),
+        replicas=state.get("num-slaves"),
+    )
+    return entry
+
+
+def _primary_figures(config: dict, primary: str, timeout: float) -> dict:
+    """The primary's replicas (their link and lag) and clients, from its INFO."""
+    client = _short_lived_client(primary_url(config, primary), timeout, timeout)
+    try:
+        info = client.info()
+    except (RedisError, OSError) as exc:
+        return {"primary_error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        client.close()
+    offset = info.get("master_repl_offset", 0)
+    replicas = [
+        {
+            "address": f"{value['ip']}:{value['port']}",
+            "state": value.get("state", ""),
+            "lag_seconds": value.get("lag"),
+            "lag_bytes": max(0, offset - int(value.get("offset", 0))),
+        }
+        for name, value in info.items()
+        if name.startswith("slave") and isinstance(value, dict) and "ip" in value
+    ]
+    return {
+        "primary_role": info.get("role", ""),
+        "primary_run_id": info.get("run_id", ""),
+        "replicas": replicas,
+        "connected_clients": info.get("connected_clients"),
+        "maxclients": info.get("maxclients"),
+    }
+
+
+def describe_topology(topology: dict) -> list[tuple[str, str]]:
+    """(label, text) lines for people: the sentinels, quorum, primary, replicas, clients."""
+    answered = topology["sentinels_answered"]
+    lines = [
+        (
+            "sentinels",
+            f"{answered} of {len(topology['sentinels'])} answered for "
+            f"{topology['service']!r} (quorum {topology['quorum'] or '?'})",
+        )
+    ]
+    for sentinel in topology["sentinels"]:
+        if sentinel.get("primary"):
+            text = f"names {sentinel['primary']} ({sentinel['flags']})"
+        else:
+            text = sentinel.get("error", "no answer")
+        lines.append(("  sentinel", f"{sentinel['address']}: {text}"))
+    lines.append(("primary", topology["primary"] or "none usable"))
+    for replica in topology["replicas"]:
+        lines.append(
+            (
+                "replica",
+                f"{replica['address']} {replica['state']}, lag {replica['lag_seconds']} s "
+                f"({replica['lag_bytes']} bytes behind)",
+            )
+        )
+    if topology["primary"] and not topology["replicas"]:
+        lines.append(("replica", "none: a failover has nothing to promote"))
+    if topology["maxclients"]:
+        share = topology["connected_clients"] / topology["maxclients"] * 100
+        lines.append(
+            (
+                "clients",
+                f"{topology['connected_clients']} connected of maxclients "
+                f"{topology['maxclients']} ({share:.1f} %)",
+            )
+        )
+    return lines
+
+
 def describe_transport(url: str) -> str:
+    if is_sentinel_url(url):
+        return "Redis Sentinel, plain TCP"
     scheme = urlsplit(url).scheme
     if scheme == "rediss":
         return "TLS, certificate verified"

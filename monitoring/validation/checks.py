@@ -18,7 +18,9 @@ from monitoring.cache.diagnostics import (
     IsolatedGate,
     check_connection,
     describe_memory,
+    describe_topology,
 )
+from monitoring.sentinel_urls import is_sentinel_url, parse_sentinel_url
 from monitoring.validation.registry import (
     ValidationContext,
     failed,
@@ -52,10 +54,22 @@ def connection_result(context: ValidationContext) -> CheckResult:
 def connection(context: ValidationContext):
     result = check_connection(settings.REDIS_URL, pings=LATENCY_PINGS)
     context.shared["connection"] = result
+    under_sentinel = _topology_summary(result.topology) if result.topology else ""
     if not result.ok:
-        return failed(result.diagnosis)
+        return failed(result.diagnosis + under_sentinel)
     version = result.server.get("version", "version unknown")
-    return passed(f"{result.url} ({result.transport}): Redis {version}, SET/GET/DEL round trip ok")
+    detail = f"{result.url} ({result.transport}): Redis {version}, SET/GET/DEL round trip ok"
+    problems = topology_issues(result.topology) if result.topology else []
+    if problems:
+        return warned(f"{detail}{under_sentinel}: {'; '.join(problems)}")
+    return passed(detail + under_sentinel)
+
+
+def _topology_summary(found: dict) -> str:
+    """Under Sentinel: the sentinels that answered and the quorum, the primary, its replicas
+    and their lag, clients against maxclients."""
+    lines = describe_topology(found)
+    return "; " + "; ".join(f"{label.strip()}: {text}" for label, text in lines)
 
 
 @register("switch", "infrastructure")
@@ -76,8 +90,27 @@ def caching_switch(context: ValidationContext):
     return passed(f"caching on (runtime switch, generation {state.generation})")
 
 
+def topology_issues(found: dict) -> list[str]:
+    issues = []
+    if found["quorum"] and found["sentinels_answered"] < max(found["quorum"], 2):
+        issues.append("too few sentinels answer to agree on a failover")
+    if not any(r["state"] == "online" for r in found["replicas"]):
+        issues.append("no replica online: a failover has nothing to promote")
+    lagging = [r["address"] for r in found["replicas"] if (r["lag_seconds"] or 0) > 1]
+    if lagging:
+        issues.append(f"{', '.join(lagging)} more than 1 s behind")
+    if found["maxclients"] and found["connected_clients"] > 0.8 * found["maxclients"]:
+        issues.append("over 80 % of maxclients connected")
+    return issues
+
+
 @register("tls", "infrastructure", requires=["connection"])
 def tls(context: ValidationContext):
+    if is_sentinel_url(settings.REDIS_URL):
+        hosts = [host for host, _ in parse_sentinel_url(settings.REDIS_URL)["sentinels"]]
+        if all(_is_loopback(host) for host in hosts):
+            return skipped("sentinels on a loopback address: TLS does not apply")
+        return warned("Sentinel over plain TCP: data and password cross the network unencrypted")
     parts = urlsplit(settings.REDIS_URL)
     if parts.scheme == "rediss":
         authority = settings.REDIS_TLS_CA_FILE or "the system's CA bundle"

@@ -1,7 +1,12 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from monitoring.cache.diagnostics import CheckResult, check_connection, describe_memory
+from monitoring.cache.diagnostics import (
+    CheckResult,
+    check_connection,
+    describe_memory,
+    describe_topology,
+)
 
 
 class Command(BaseCommand):
@@ -37,6 +42,8 @@ class Command(BaseCommand):
             "timeouts",
             f"connect {result.connect_timeout:g} s, read {result.socket_timeout:g} s",
         )
+        for label, text in describe_topology(result.topology) if result.topology else ():
+            self._line(label, text)
         if not result.ok:
             raise CommandError(result.diagnosis)
         self._report(result)
