@@ -15,7 +15,8 @@ from monitoring.alerts.delivery import DeliveryWorker
 from monitoring.alerts.evaluator import Evaluator
 from monitoring.cache import switch
 from monitoring.identity import PROCESS_ID
-from monitoring.metrics.store import Flusher, flush
+from monitoring.metrics.flusher import Flusher
+from monitoring.metrics.store import flush
 from monitoring.models import ProcessEvent
 from monitoring.redaction import masked_url
 

@@ -1,6 +1,6 @@
 """Answered calls, from the answer to their rows. The answer path appends the call to the spool
 (leads.webhooks.spool: one write, no SQL) and returns; the calls are recorded from the spool in
-batches (leads.webhooks.elevenlabs.record_initiations), by this process's writer threads or,
+batches (leads.webhooks.initiation_records.record_initiations), by this process's writer threads or,
 with RECORD_WORKER on, by `manage.py record_worker` only: then nothing of the recording runs
 in the answering process's interpreter. A batch that fails leaves its file for the next try;
 recording is idempotent (by call SID, else by the answer's id), so a file recorded again
@@ -17,6 +17,7 @@ from django.db import DatabaseError, close_old_connections
 
 from leads.webhooks import spool
 from leads.webhooks.deferred import writer
+from leads.webhooks.initiation_records import Call, record_initiations
 from monitoring import counters
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ def as_record(call) -> dict:
 
 
 def as_call(record: dict):
-    from leads.webhooks.elevenlabs import Call
 
     return Call(
         record["organization_id"],
@@ -56,7 +56,6 @@ async def asubmit(call) -> None:
     except OSError as exc:
         counters.increment("recording.spool_failed")
         log.error("spool: cannot append (%s); recording this call from memory", exc)
-        from leads.webhooks.elevenlabs import record_initiations
 
         await writer.asubmit_batched(record_initiations, call)
         return
@@ -76,7 +75,6 @@ def record_spool(on_batch=None, stop=None) -> Round:
     batches of RECORD_BATCH_SIZE; each file deleted once all its calls are recorded, and no
     other file taken once `stop()` is true. Raises DatabaseError when a batch cannot be
     written: its file is back in ready/ by then."""
-    from leads.webhooks.elevenlabs import record_initiations
 
     spool.writer.rotate()
     done = Round()

@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from monitoring import counters
@@ -17,7 +17,6 @@ from monitoring.metrics.recorder import recorder
 from monitoring.models import MetricWindow
 
 log = logging.getLogger(__name__)
-ROLLUP_SECONDS = 30
 _server_lock = threading.Lock()
 _server_sample: dict | None = None
 
@@ -80,53 +79,3 @@ def prune() -> int:
 
 def windows_since(since: datetime) -> list[MetricWindow]:
     return list(MetricWindow.objects.filter(ended_at__gt=since).order_by("ended_at"))
-
-
-def roll_up() -> None:
-    # Imported here: the rollups merge as the aggregates do, and the aggregates read this module.
-    from monitoring.metrics import rollups
-
-    try:
-        rollups.roll_up()
-    except DatabaseError:
-        raise
-    except Exception:  # a bug in the history must not stop this process's windows
-        log.exception("metrics: rollup failed")
-
-
-def prune_rollups() -> None:
-    from monitoring.metrics import rollups
-
-    rollups.prune_rollups()
-
-
-def _rounds_per(seconds: float) -> int:
-    return max(1, int(seconds // settings.METRICS_FLUSH_SECONDS))
-
-
-class Flusher(threading.Thread):
-    """Writes this process's window every METRICS_FLUSH_SECONDS; rolls the history up about
-    twice a minute (any process may: the rollups take turns on a lock); prunes now and then."""
-
-    def __init__(self) -> None:
-        super().__init__(name="opsdash-metrics-flusher", daemon=True)
-        self._stopping = threading.Event()
-
-    def run(self) -> None:
-        rounds = 0
-        while not self._stopping.wait(settings.METRICS_FLUSH_SECONDS):
-            rounds += 1
-            try:
-                flush()
-                if rounds % _rounds_per(ROLLUP_SECONDS) == 0:
-                    roll_up()
-                if rounds % 60 == 0:
-                    prune()
-                    prune_rollups()
-            except DatabaseError:
-                log.warning("metrics: database unreachable, window dropped")
-            finally:
-                close_old_connections()
-
-    def stop(self) -> None:
-        self._stopping.set()

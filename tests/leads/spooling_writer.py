@@ -16,7 +16,7 @@ def main(organization_id: int, first: int, calls: int, how: str) -> None:
     from datetime import UTC, datetime
 
     from leads.webhooks import recording, spool
-    from leads.webhooks.elevenlabs import Call
+    from leads.webhooks.initiation_records import Call
 
     started = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
     for n in range(first, first + calls):

@@ -26,7 +26,7 @@ def test_it_records_every_other_call_of_a_batch_when_one_callers_lead_was_delete
     from django.utils import timezone
 
     from leads.models import Conversation, WebhookEvent
-    from leads.webhooks.elevenlabs import record_initiations
+    from leads.webhooks.initiation_records import record_initiations
 
     org = make_org()
     leads = [services.find_or_create_lead(org.id, f"+1555123000{n}")[0] for n in range(1, 4)]

@@ -15,7 +15,7 @@ from django.test import override_settings
 
 from leads import services
 from leads.models import Conversation, Message, WebhookEvent
-from leads.webhooks.elevenlabs import record_initiations
+from leads.webhooks.initiation_records import record_initiations
 from monitoring.events import DASHBOARD_GROUP
 from tests.factories import CALLER, make_org
 

@@ -22,7 +22,7 @@ from django.test import Client, override_settings
 
 from leads import services
 from leads.models import Conversation, Lead, Message, WebhookEvent
-from leads.webhooks import spool
+from leads.webhooks import initiation_records, spool
 from leads.webhooks.deferred import writer
 from tests.conftest import turn_caching
 from tests.e2e.support import Server
@@ -215,16 +215,16 @@ def test_it_leaves_a_file_whose_batch_fails_for_the_next_try(monkeypatch):
     from django.db import OperationalError
     from django.utils import timezone
 
-    from leads.webhooks import elevenlabs, recording
+    from leads.webhooks import recording
 
     org = make_org()
-    call = elevenlabs.Call(org.id, CALLER, None, {"call_sid": "CA1"}, timezone.now(), "a-1")
+    call = initiation_records.Call(org.id, CALLER, None, {"call_sid": "CA1"}, timezone.now(), "a-1")
     spool.writer.append(recording.as_record(call))
 
     def unavailable(calls):
         raise OperationalError("the database is unreachable")
 
-    monkeypatch.setattr(elevenlabs, "record_initiations", unavailable)
+    monkeypatch.setattr(recording, "record_initiations", unavailable)
     with pytest.raises(OperationalError):
         recording.record_spool()
     assert len(list((spool.directory() / spool.READY).iterdir())) == 1

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from leads import services
 from leads.models import Conversation, Lead, WebhookEvent
 from leads.webhooks import elevenlabs
-from leads.webhooks.elevenlabs import Call, record_initiations
+from leads.webhooks.initiation_records import Call, record_initiations
 from monitoring import events
 from tests.conftest import turn_caching
 from tests.factories import ORG_NUMBER, T0, make_org

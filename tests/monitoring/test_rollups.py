@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.test import Client, override_settings
 
-from monitoring.metrics import history, rollups, store
+from monitoring.metrics import flusher, history, rollups, store
 from monitoring.models import MetricRollup, MetricWindow, RollupMark
 from tests.monitoring.history_support import (
     T0,
@@ -334,6 +334,6 @@ def test_it_keeps_the_flusher_going_through_a_rollup_that_fails(monkeypatch, cap
 
     monkeypatch.setattr(rollups, "roll_up", broken)
 
-    store.roll_up()
+    flusher.roll_up()
 
     assert "metrics: rollup failed" in caplog.text
