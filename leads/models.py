@@ -76,7 +76,7 @@ class Organization(Observed):
     # Answered at once to every inbound text when set (TwiML <Message>); blank: no reply.
     sms_auto_reply = models.CharField(max_length=640, blank=True)
     # The answer to a HELP text; blank: a default naming STOP and START.
-    sms_help_text = models.CharField(max_length=640, blank=True)
+    sms_help_text = models.CharField(max_length=640, blank=True, db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -123,7 +123,7 @@ class Lead(Observed):
     last_contact_at = models.DateTimeField(null=True, blank=True)
     # Set by an opt-out keyword (STOP, ...), cleared by START/UNSTOP: no automatic text then.
     sms_opted_out_at = models.DateTimeField(null=True, blank=True)
-    sms_opt_out_keyword = models.CharField(max_length=16, blank=True)
+    sms_opt_out_keyword = models.CharField(max_length=16, blank=True, db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
