@@ -69,6 +69,7 @@ CASES = [
     Case("r", "(r) raw ASGI app, same daphne", SECRET, True, False, "cold", application=RAW_APP),
     Case("a", "(a) framework floor (401 path)", "wrong-secret", True, False, "cold"),
     Case("b", "(b) initiation, warm cache", SECRET, True, False, "warm"),
+    Case("b_w", "(b) warm, record_worker records", SECRET, True, False, "warm", worker=True),
     Case("b_proxy", "(b) warm cache, PostgreSQL +2 ms each way", SECRET, True, True, "warm"),
     Case("b_proxy_1", "(b) warm, +2 ms, 1 connection", SECRET, True, True, "warm", 1),
     Case("c_proxy_1", "(c) switch off, +2 ms, 1 connection", SECRET, False, True, "cold", 1),
@@ -110,6 +111,7 @@ def run(args) -> int:
     results = {}
     for case in cases:
         if case.pool == "new":  # just before: an earlier case must not have made them cold
+            set_caching(True)  # an earlier case may have switched caching off
             warmed["new_contexts"] = warm(people.org_number, pools["new"].remaining())["contexts"]
         results[case.key] = run_case(case, pools, people, args)
     report = build_report(args, people, warmed, results)
