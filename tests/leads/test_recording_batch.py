@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from leads import services
 from leads.models import Conversation, Lead, WebhookEvent
-from leads.webhooks import elevenlabs
+from leads.webhooks import initiation_records
 from leads.webhooks.initiation_records import Call, record_initiations
 from monitoring import events
 from tests.conftest import turn_caching
@@ -163,7 +163,7 @@ def test_it_records_one_by_one_when_the_batch_fails(org, monkeypatch):
     def broken(resolved):
         raise DatabaseError("the batch failed")
 
-    monkeypatch.setattr(elevenlabs, "_record_deliveries", broken)
+    monkeypatch.setattr(initiation_records, "_record_deliveries", broken)
     record_initiations([new_call(org, 1), known_call(org, 2)])
     assert sorted(Conversation.objects.values_list("call_sid", flat=True)) == ["CA1", "CA2"]
     assert sorted(Lead.objects.values_list("phone", flat=True)) == [caller(1), caller(2)]
