@@ -24,7 +24,7 @@ from leads import services
 from leads.models import Conversation, Lead, Message, WebhookEvent
 from leads.webhooks import initiation_records, spool
 from leads.webhooks.deferred import writer
-from tests.conftest import turn_caching
+from tests.conftest import missing_service, turn_caching
 from tests.e2e.support import Server
 from tests.factories import CALLER, ORG_NUMBER, make_org
 from tests.monitoring.metrics_support import ROOT, subprocess_environment
@@ -46,7 +46,7 @@ def recorded(name: str) -> dict:
 @pytest.fixture
 def cache_redis():
     if redis_server_binary() is None:
-        pytest.skip("no redis-server binary")
+        missing_service("a redis-server binary")
     server = RedisServer().start()
     try:
         yield server

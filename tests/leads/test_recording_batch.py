@@ -4,7 +4,6 @@ lead, the delivery row, the conversation, the caller's context invalidated, live
 commit), and the one-by-one path again when a batch fails."""
 
 import pytest
-from django.conf import settings
 from django.db import DatabaseError, connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -53,9 +52,8 @@ def statements(calls) -> list[str]:
 
 
 @pytest.fixture
-def org(shared_redis):
-    if not settings.DATABASE_IS_POSTGRES:
-        pytest.skip("statement counts are asserted on PostgreSQL")
+def org(shared_redis, postgres):
+    """Statement counts are asserted on PostgreSQL."""
     # A refresh interval longer than any test: the switch is never re-read inside a count.
     with override_settings(SWITCH_REFRESH_SECONDS=3600):
         turn_caching(True)

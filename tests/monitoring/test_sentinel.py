@@ -25,7 +25,7 @@ from monitoring.models import SwitchAudit
 from monitoring.validation import checks as validation_checks
 from monitoring.validation.registry import ValidationContext
 from opsdash.settings import channel_layer_host
-from tests.conftest import turn_caching, using_redis
+from tests.conftest import missing_service, turn_caching, using_redis
 from tests.monitoring.gate_support import LEAD, value_key
 from tests.redis_servers import redis_server_binary
 from tests.sentinel_servers import SERVICE, SentinelSet
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def sentinels():
     if redis_server_binary() is None:
-        pytest.skip("no redis-server binary")
+        missing_service("a redis-server binary")
     servers = SentinelSet().start()
     try:
         with (
