@@ -1,7 +1,7 @@
 """Per-namespace cache counters, kept in the process (the monitoring windows read them)."""
 
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 
 @dataclass
@@ -30,6 +30,10 @@ class NamespaceStats:
     def hit_rate(self) -> float | None:
         lookups = self.hits + self.misses
         return self.hits / lookups if lookups else None
+
+
+# The figures that are counts of events (the seconds are summed as well; the maximum is not).
+COUNTS = tuple(f.name for f in fields(NamespaceStats) if f.type is int)
 
 
 @dataclass

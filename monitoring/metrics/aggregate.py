@@ -5,23 +5,11 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from monitoring.cache.stats import COUNTS
 from monitoring.metrics.recorder import LATENCY_BUCKETS_MS, empty_group
 from monitoring.metrics.store import windows_since
 
-CACHE_FIELDS = [
-    "hits",
-    "misses",
-    "errors",
-    "bypassed",
-    "stores",
-    "stale_stores_refused",
-    "invalidations",
-    "refreshes",
-    "unverified",
-    "unstorable",
-    "redis_calls",
-    "redis_seconds",
-]
+CACHE_FIELDS = [*COUNTS, "redis_seconds"]
 # Up to an hour from the raw windows; longer from the rollups (monitoring.metrics.history).
 WINDOWS = {
     "60s": 60,

@@ -8,25 +8,14 @@ the deleted windows were part of before."""
 
 from django.db.models import Value
 
+from monitoring.cache.stats import COUNTS
 from monitoring.metrics.recorder import LATENCY_BUCKETS_MS
 from monitoring.models import MetricBaseline, MetricWindow
 
 BASELINE = "deleted"
 REQUEST_COUNTS = ["count", "errors", "sql"]
 # The cache figures that are counts (redis_seconds is kept as redis_us; maxima are no totals).
-CACHE_COUNTS = [
-    "hits",
-    "misses",
-    "errors",
-    "bypassed",
-    "stores",
-    "stale_stores_refused",
-    "invalidations",
-    "refreshes",
-    "unverified",
-    "unstorable",
-    "redis_calls",
-]
+CACHE_COUNTS = list(COUNTS)
 
 
 def empty() -> dict:
