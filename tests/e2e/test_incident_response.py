@@ -3,7 +3,6 @@ when the served app's Redis dies, and the way back from it; a silence made with 
 shown on the overview; an incident's page with its timeline and a note; the charts' marks."""
 
 import re
-import threading
 import time
 from datetime import timedelta
 
@@ -24,7 +23,7 @@ from tests.e2e.support import (
     wait_live,
 )
 from tests.factories import make_org
-from tests.monitoring.evaluator_support import SlackCatcher
+from tests.monitoring.evaluator_support import slack_catching
 from tests.personas import flipper, viewer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,13 +34,8 @@ SAMPLE = Sample(caching_enabled=True, redis={}, minute={}, five_minutes={})
 
 @pytest.fixture(scope="module")
 def slack_catcher():
-    catcher = SlackCatcher()
-    thread = threading.Thread(target=catcher.serve_forever, daemon=True)
-    thread.start()
-    yield catcher
-    catcher.shutdown()
-    catcher.server_close()
-    thread.join(10)
+    with slack_catching() as catcher:
+        yield catcher
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,15 @@ from django.test import override_settings
 
 from tests.conftest import using_redis
 from tests.monitoring.dashboard_support import UNREACHABLE_REDIS
+from tests.monitoring.evaluator_support import slack_catching
 from tests.personas import flipper, plain_user, signed_in, viewer
+
+
+@pytest.fixture
+def slack_catcher():
+    """A local stand-in for Slack's incoming webhook (evaluator_support.SlackCatcher)."""
+    with slack_catching() as catcher:
+        yield catcher
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@ environment, a local stand-in for Slack's incoming webhook, and a bounded wait."
 
 import json
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -33,6 +35,20 @@ class SlackCatcher(ThreadingHTTPServer):
 
         def log_message(self, *args) -> None:
             pass
+
+
+@contextmanager
+def slack_catching():
+    """A SlackCatcher answering on a thread of its own, shut down afterwards."""
+    catcher = SlackCatcher()
+    thread = threading.Thread(target=catcher.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield catcher
+    finally:
+        catcher.shutdown()
+        catcher.server_close()
+        thread.join(10)
 
 
 def evaluator_environment(**more: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 dashboard page with the way back; never while pinned or silenced, never turned on again by
 itself; and the real thing: a served process whose Redis is killed rolls itself back."""
 
-import threading
 import time
 from datetime import timedelta
 
@@ -15,7 +14,6 @@ from monitoring.alerts import rollback
 from monitoring.cache import controls, switch
 from monitoring.models import Alert, CacheSwitch, Notification, Silence, SwitchAudit
 from tests.conftest import using_redis
-from tests.monitoring.evaluator_support import SlackCatcher
 from tests.monitoring.notification_support import channel_settings, deliver_all, slack, slack_only
 from tests.personas import flipper, signed_in, viewer
 
@@ -184,17 +182,6 @@ def test_it_says_what_happened_in_the_message(monkeypatch):
         "https://ops.example.com/dashboard/#switch",
         f"https://ops.example.com/dashboard/alerts/{alert.pk}/",
     ]
-
-
-@pytest.fixture
-def slack_catcher():
-    server = SlackCatcher()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
 
 
 @pytest.mark.django_db(transaction=True)

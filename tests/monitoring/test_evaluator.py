@@ -24,7 +24,7 @@ from monitoring.alerts.rules import Rule, Sample
 from monitoring.cache import switch
 from monitoring.models import Alert, AlertTransition, Lease, Notification, NotificationDelivery
 from tests.conftest import using_redis
-from tests.monitoring.evaluator_support import SlackCatcher, evaluator_environment, wait_for
+from tests.monitoring.evaluator_support import evaluator_environment, wait_for
 from tests.monitoring.test_switch import ROOT, UNREACHABLE_REDIS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -267,17 +267,6 @@ def test_it_opens_and_resolves_one_alert_when_threads_race(postgres):
     ]
     assert list(Alert.objects.values_list("rule", "state")) == [("race", "resolved")]
     assert AlertTransition.objects.count() == 3
-
-
-@pytest.fixture
-def slack_catcher():
-    server = SlackCatcher()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
 
 
 def test_it_notifies_once_when_two_evaluator_processes_race(slack_catcher):

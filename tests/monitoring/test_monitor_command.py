@@ -6,7 +6,6 @@ and writes its Redis samples to the metric windows, while the app processes leav
 import signal
 import subprocess
 import sys
-import threading
 from datetime import timedelta
 from io import StringIO
 
@@ -21,7 +20,7 @@ from monitoring.cache import controls, switch
 from monitoring.identity import PROCESS_ID
 from monitoring.models import Alert, Lease, MetricWindow, Notification
 from tests.conftest import using_redis
-from tests.monitoring.evaluator_support import SlackCatcher, evaluator_environment, wait_for
+from tests.monitoring.evaluator_support import evaluator_environment, wait_for
 from tests.monitoring.test_switch import ROOT, UNREACHABLE_REDIS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -142,17 +141,6 @@ def test_it_sends_what_is_due_in_its_once_round():
     [message] = Notification.objects.all()
     assert (message.channel, message.status, message.attempts) == ("slack", "pending", 1)
     assert message.last_error.startswith("no answer: ")
-
-
-@pytest.fixture
-def slack_catcher():
-    server = SlackCatcher()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
 
 
 def test_it_is_a_complete_monitoring_process(slack_catcher):
