@@ -81,30 +81,6 @@ def open_known_calls(calls: list[tuple[int, str, datetime]]) -> None:
     )
 
 
-def find_call(
-    conversation_id: str, call_sid: str | None, org_number: str | None, customer: str | None
-):
-    """The conversation a report is about: by the provider's conversation id, then the call SID,
-    then the customer's most recent open call; else None."""
-    found = Conversation.objects.filter(provider_id=conversation_id).first()
-    if found is None and call_sid:
-        found = Conversation.objects.filter(call_sid=call_sid).first()
-    if found is None and org_number and customer:
-        found = (
-            Conversation.objects.filter(
-                lead__organization__numbers__e164=org_number,
-                lead__phone=customer,
-                channel=Conversation.Channel.VOICE,
-                provider_id__isnull=True,
-                status__in=[Conversation.Status.INITIATED, Conversation.Status.ACTIVE],
-                started_at__gte=timezone.now() - MATCH_WINDOW,
-            )
-            .order_by("-started_at")
-            .first()
-        )
-    return found
-
-
 def call_parties(data: dict) -> tuple[str | None, str | None, str | None]:
     """(organization number, customer number, call SID) of a post-call report. ElevenLabs names
     both numbers from the agent's side (`metadata.phone_call`: agent_number, external_number);
@@ -140,20 +116,6 @@ def _phone_or_none(raw) -> str | None:
         return None
 
 
-def find_or_open_reported_call(data: dict, started_at: datetime) -> Conversation:
-    org_number, customer, call_sid = call_parties(data)
-    conversation = find_call(data["conversation_id"], call_sid, org_number, customer)
-    if conversation is not None:
-        return conversation
-    org = organization_for_number(org_number) if org_number else None
-    if org is None or customer is None:
-        raise CallNotMatched(
-            f"no conversation {data['conversation_id']} and no organization/customer to open one"
-            f" (agent_number={org_number}, external_number={customer})"
-        )
-    return open_call(org["id"], customer, call_sid, started_at)
-
-
 def record_transcript(data: dict) -> Conversation:
     """A finished call: every transcript turn as a message, the analysis on the conversation,
     and what was learned about the customer on the lead (never a step back, never erased).
@@ -170,8 +132,9 @@ def record_transcript(data: dict) -> Conversation:
 
 
 def locked_reported_call(data: dict, started_at: datetime) -> Conversation:
-    """The conversation a report is about (as `find_call` finds it), opened if there is none,
-    with its lead, both rows locked: one query when the call was opened at initiation."""
+    """The conversation a report is about, opened if there is none: by the provider's
+    conversation id, then the call SID, then the customer's most recent open call; with its
+    lead, both rows locked (one query when the call was opened at initiation)."""
     org_number, customer, call_sid = call_parties(data)
     provider_id = data["conversation_id"]
     by_id = (
@@ -337,7 +300,7 @@ def _first(values: dict, keys: tuple[str, ...]):
 def mark_failed(data: dict) -> Conversation:
     """The provider could not start the call."""
     with transaction.atomic():
-        conversation = find_or_open_reported_call(data, timezone.now())
+        conversation = locked_reported_call(data, timezone.now())
         conversation.status = Conversation.Status.FAILED
         conversation.ended_at = conversation.ended_at or timezone.now()
         conversation.provider_id = conversation.provider_id or data["conversation_id"]
