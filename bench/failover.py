@@ -55,27 +55,12 @@ def run(args) -> int:
 
 def drive(servers: SentinelSet, people, callers: list[str], args) -> dict:
     with workload.served(args, servers.url) as app:
-        poller = outage.AlertPoller(app)
-        poller.start()
-        load = workload.LoadRun(app, plan(people, callers, args)).start()
-        workload.sleep_until(load.started + args.warmup)
-        phases, failovers = run_phases(servers, args.phase, args.failovers, args.crash)
-        summary, records = load.stop()
-        recorded = workload.wait_for_deferred(load.plan["tag"])
-        poller.stop()
-        time.sleep(settings.METRICS_FLUSH_SECONDS + 1)
-        windows = workload.windows(app, load.started, time.time())
-    return {
-        "t0": load.started,
-        "summary": summary,
-        "records": records,
-        "phases": phases,
-        "failovers": failovers,
-        "alerts": poller.seen,
-        "breaker": workload.breaker_changes(windows, load.started),
-        "recorded": recorded,
-        "app_log": workload.log_summary(app.log_text, load.started),
-    }
+
+        def act() -> dict:
+            phases, failovers = run_phases(servers, args.phase, args.failovers, args.crash)
+            return {"phases": phases, "failovers": failovers}
+
+        return workload.under_load(app, plan(people, callers, args), args.warmup, act)
 
 
 def plan(people, callers: list[str], args) -> dict:

@@ -43,7 +43,7 @@ from opsdash.settings import redis_cache_config
 from tests.forwarder import Forwarder
 from tests.redis_servers import RedisServer
 
-RULE = "redis_connection_lost"
+RULE = workload.RULE
 P50_RATIO_MAX = 1.2
 QUICK = {"leads": 2_000, "small_leads": 100, "phase": 3.0, "warmup": 2.0, "cycles": 1}
 
@@ -92,27 +92,12 @@ class Servers:
 def drive(servers: Servers, people, callers: list[str], args) -> dict:
     server = servers.primary
     with workload.served(args, servers.address.url) as app:
-        poller = AlertPoller(app)
-        poller.start()
-        load = workload.LoadRun(app, plan(people, callers, args)).start()
-        workload.sleep_until(load.started + args.warmup)
-        phases = run_phases(server, args.phase, args.cycles)
-        phases += run_failover(servers, args.phase)
-        summary, records = load.stop()
-        recorded = workload.wait_for_deferred(load.plan["tag"])
-        poller.stop()
-        time.sleep(settings.METRICS_FLUSH_SECONDS + 1)  # the last window is written
-        windows = workload.windows(app, load.started, time.time())
-    return {
-        "t0": load.started,
-        "summary": summary,
-        "records": records,
-        "phases": phases,
-        "alerts": poller.seen,
-        "breaker": workload.breaker_changes(windows, load.started),
-        "recorded": recorded,
-        "app_log": workload.log_summary(app.log_text, load.started),
-    }
+
+        def act() -> dict:
+            phases = run_phases(server, args.phase, args.cycles)
+            return {"phases": phases + run_failover(servers, args.phase)}
+
+        return workload.under_load(app, plan(people, callers, args), args.warmup, act)
 
 
 def plan(people, callers: list[str], args) -> dict:
@@ -243,41 +228,6 @@ def flip(enabled: bool) -> None:
     """The switch service function (what `manage.py redis_switch` calls), from this process:
     a command's start-up would take one of the machine's two cores for seconds."""
     switch.set_caching(enabled, actor="bench", reason="bench outage", source="cli")
-
-
-class AlertPoller(threading.Thread):
-    """Polls the alert API; keeps each redis_connection_lost alert's timestamps and when the
-    API was first seen to show it firing and resolved."""
-
-    def __init__(self, app: workload.App) -> None:
-        super().__init__(name="bench-alert-poller", daemon=True)
-        self.app = app
-        self.seen: dict[int, dict] = {}
-        self._stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self._stopping.wait(0.5):
-            try:
-                body = workload.api_get(self.app, "/api/monitoring/alerts?state=all&limit=20")
-            except (OSError, RuntimeError):
-                continue
-            for alert in body["alerts"]:
-                if alert["rule"] == RULE:
-                    self.note(alert, time.time())
-
-    def note(self, alert: dict, now: float) -> None:
-        entry = self.seen.setdefault(alert["id"], {})
-        for field in ("started_at", "fired_at", "resolved_at"):
-            entry[field] = alert[field]
-        if alert["state"] in ("firing", "resolved"):
-            entry.setdefault(f"seen_{alert['state']}", now)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.join(5)
-
-
-# --- figures --------------------------------------------------------------------------------
 
 
 def phase_rows(records: list[list], phases: list[dict]) -> dict[str, dict]:

@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ TWILIO_TOKEN = "bench-twilio-token"
 PUBLIC_BASE_URL = "https://opsdash.bench.invalid"  # what Twilio "called": the signed URL's base
 WEBHOOK_GROUPS = ("webhook_initiation", "webhook_sms", "webhook_post_call")
 # Log lines every run has: the start-up line, and the 405 of the readiness probe (a GET).
+RULE = "redis_connection_lost"  # the alert the outage scenarios watch
 EXPECTED_LOG = ("opsdash started:", "Method Not Allowed: /webhooks/elevenlabs/conversation-init")
 
 
@@ -423,3 +425,64 @@ def wait_for_deferred(tag: str, quiet: float = 2.0, limit: float = 30.0) -> int:
             break
         time.sleep(0.25)
     return last
+
+
+class AlertPoller(threading.Thread):
+    """Polls the alert API; keeps each redis_connection_lost alert's timestamps and when the
+    API was first seen to show it firing and resolved."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__(name="bench-alert-poller", daemon=True)
+        self.app = app
+        self.seen: dict[int, dict] = {}
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(0.5):
+            try:
+                body = api_get(self.app, "/api/monitoring/alerts?state=all&limit=20")
+            except (OSError, RuntimeError):
+                continue
+            for alert in body["alerts"]:
+                if alert["rule"] == RULE:
+                    self.note(alert, time.time())
+
+    def note(self, alert: dict, now: float) -> None:
+        entry = self.seen.setdefault(alert["id"], {})
+        for field in ("started_at", "fired_at", "resolved_at"):
+            entry[field] = alert[field]
+        if alert["state"] in ("firing", "resolved"):
+            entry.setdefault(f"seen_{alert['state']}", now)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(5)
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def under_load(app: App, plan: dict, warmup: float, act) -> dict:
+    """The mixed load on `app` with the alert API watched; `act()` runs once the warm-up is over
+    and returns what its phases were ({"phases": [...], ...}); then the load's records, the
+    recorded initiations, the alerts seen, the breaker's changes and the app's log."""
+    poller = AlertPoller(app)
+    poller.start()
+    load = LoadRun(app, plan).start()
+    sleep_until(load.started + warmup)
+    acted = act()
+    summary, records = load.stop()
+    recorded = wait_for_deferred(load.plan["tag"])
+    poller.stop()
+    time.sleep(settings.METRICS_FLUSH_SECONDS + 1)  # the last window is written
+    rows = windows(app, load.started, time.time())
+    return {
+        "t0": load.started,
+        "summary": summary,
+        "records": records,
+        **acted,
+        "alerts": poller.seen,
+        "breaker": breaker_changes(rows, load.started),
+        "recorded": recorded,
+        "app_log": log_summary(app.log_text, load.started),
+    }
