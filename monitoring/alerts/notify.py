@@ -29,16 +29,19 @@ def enqueue_transition(alert: Alert, to_state: str, value, now: datetime) -> lis
     quiet)."""
     if to_state == Alert.State.FIRING:
         return enqueue(alert, "firing", value, now)
-    if not Notification.objects.filter(alert=alert, event="firing").exists():
-        return []
-    return enqueue(alert, "resolved", value, now)
+    return enqueue_after_firing(alert, "resolved", value, now)
 
 
 def enqueue_acknowledgement(alert: Alert, now: datetime) -> list[Notification]:
     """An acknowledgement, told where the firing was (not when a silence kept it quiet)."""
+    return enqueue_after_firing(alert, "acknowledged", alert.value, now)
+
+
+def enqueue_after_firing(alert: Alert, event: str, value, now: datetime) -> list[Notification]:
+    """`event` of an alert whose firing was told; nothing for one whose firing was not."""
     if not Notification.objects.filter(alert=alert, event="firing").exists():
         return []
-    return enqueue(alert, "acknowledged", alert.value, now)
+    return enqueue(alert, event, value, now)
 
 
 def message_context(alert: Alert | None, event: str, value: float | None = None) -> dict:
