@@ -115,6 +115,4 @@ def print_report(report: dict) -> None:
         cells += [initiation._figure(app["sql_per_request"])]
         cells += [initiation._figure(app["ctx_hit_rate"], ".1%")]
         print(f"{key:<14}" + "".join(f" {c:>8}" for c in cells))
-    for name, target in report["targets"].items():
-        print(f"{name}: {json.dumps(target)} -> {'met' if target['met'] else 'MISSED'}")
-    print(json.dumps(report, separators=(",", ":")))
+    preamble.print_verdict(report)

@@ -298,9 +298,7 @@ def print_report(report: dict) -> None:
         print(f"caching {name}, breaker: {breaker}")
         print(f"  switch audit rows: {json.dumps(report['switch_audit'][name])}")
         workload.print_log(report["app_log"][name])
-    for name, target in report["targets"].items():
-        print(f"{name}: {json.dumps(target)} -> {'met' if target['met'] else 'MISSED'}")
-    print(json.dumps(report, separators=(",", ":")))
+    preamble.print_verdict(report)
 
 
 def _backlog(figures: dict) -> str:

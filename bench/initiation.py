@@ -19,7 +19,6 @@ answered call recorded once the app has stopped; behind the proxy, (b)'s p50 at 
 than (c)'s; no non-2xx answer in any run but the deliberate 401s of (a).
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -354,10 +353,9 @@ def print_report(report: dict) -> None:
         f" {report['warmed']['seconds']} s"
     )
     print(table(report["cases"]))
-    for name, target in report["targets"].items():
-        print(f"{name}: {json.dumps(target)} -> {'met' if target['met'] else 'MISSED'}")
-    print(f"(no target) with 1 connection, (c)/(b) p50 behind the proxy: {report[ONE]}")
-    print(json.dumps(report, separators=(",", ":")))
+    preamble.print_verdict(
+        report, f"(no target) with 1 connection, (c)/(b) p50 behind the proxy: {report[ONE]}"
+    )
 
 
 # header, width, the figure from a case's result

@@ -493,11 +493,8 @@ def print_report(report: dict) -> None:
             f" {_figure(o['app_fire_s']):>10} {_figure(o['app_resolve_s']):>13}"
         )
     print()
-    for name, target in report["targets"].items():
-        print(f"{name}: {json.dumps(target)} -> {'met' if target['met'] else 'MISSED'}")
     floor = report["throughput"]["floor"]
-    print(f"(no target) floor on/off req/s, all runs: {floor['ratio']}")
-    print(json.dumps(report, separators=(",", ":")))
+    preamble.print_verdict(report, f"(no target) floor on/off req/s, all runs: {floor['ratio']}")
 
 
 def _figure(value, form: str = ".2f") -> str:

@@ -369,6 +369,4 @@ def print_report(report: dict) -> None:
     workload.print_log(report["app_log"])
     for example in report["stale_examples"][:5]:
         print(f"  stale: {json.dumps(example)}")
-    for name, target in report["targets"].items():
-        print(f"{name}: {json.dumps(target)} -> {'met' if target['met'] else 'MISSED'}")
-    print(json.dumps(report, separators=(",", ":")))
+    preamble.print_verdict(report)

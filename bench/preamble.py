@@ -2,6 +2,7 @@
 PostgreSQL), shrink itself with --quick, note how busy the shared machine was at the start and
 at the end, and print its report, exiting 0 only when its targets are met."""
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,3 +48,13 @@ def start(name: str, args, *, postgres: bool = True, quick: dict | None = None) 
 def finish(report: dict, print_report: Callable[[dict], None]) -> int:
     print_report(report)
     return 0 if report["targets_met"] else 1
+
+
+def print_verdict(report: dict, *notes: str) -> None:
+    """The end of every report: each target met or MISSED, lines about figures with no target,
+    and the whole report as one JSON line."""
+    for name, target in report["targets"].items():
+        print(f"{name}: {json.dumps(target)} -> {'met' if target['met'] else 'MISSED'}")
+    for note in notes:
+        print(note)
+    print(json.dumps(report, separators=(",", ":")))

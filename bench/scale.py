@@ -301,6 +301,4 @@ def print_report(report: dict) -> None:
         cells += ["-" if hit is None else f"{hit:.1%}", "ok" if r["merged"]["ok"] else "NOT ok"]
         cells += [flips]
         print(" ".join(f"{c!s:>8}" for c in cells))
-    for name, target in report["targets"].items():
-        print(f"{name}: {json.dumps(target)} -> {'met' if target['met'] else 'MISSED'}")
-    print(json.dumps(report, separators=(",", ":")))
+    preamble.print_verdict(report)
